@@ -1,0 +1,7 @@
+"""``python -m napari_ntd`` runs the command line (see ``napari-ntd --help``)."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

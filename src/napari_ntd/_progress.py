@@ -1,0 +1,40 @@
+"""Progress reporting for long runs: a callback, a tqdm bar, or nothing."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["make_reporter"]
+
+
+@contextlib.contextmanager
+def make_reporter(
+    progress: bool | Callable[[int, int], Any] | None,
+) -> Iterator[Callable[[int, int], None]]:
+    """Turn the ``progress`` argument into a ``report(done, total)`` callable.
+
+    ``None``/``False``: silent. ``True``: a tqdm bar on stderr (closed on
+    exit). A callable: called as ``progress(done, total)``.
+    """
+    if progress is None or progress is False:
+        yield lambda done, total: None
+    elif progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=1, desc="denoise_ntd", unit="step")
+        try:
+
+            def report(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            yield report
+        finally:
+            bar.close()
+    elif callable(progress):
+        yield lambda done, total: progress(done, total)
+    else:
+        raise TypeError(f"progress must be None, a bool or a callable, got {progress!r}")
