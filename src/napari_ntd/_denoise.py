@@ -165,6 +165,83 @@ def _estimate_sigma(img: np.ndarray) -> float:
     return float(sig)
 
 
+def _counted(gen: Generator[None, None, Any], counter: list[int], total: int):
+    """Forward a stage generator's unit steps as ``(done, total)`` progress."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+        counter[0] += 1
+        yield (counter[0], total)
+
+
+def nested_progress(gen: Generator, index: int, count: int):
+    """Run the ``index``-th of ``count`` equal sub-jobs, rescaling its progress."""
+    while True:
+        try:
+            done, total = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield (index * total + done, count * total)
+
+
+def iter_denoise_plane(
+    y: torch.Tensor,
+    sigma: float,
+    cfg: NTDConfig,
+    rng: torch.Generator,
+) -> Generator[tuple[int, int], None, torch.Tensor]:
+    """Denoise one centred ``(C, H, W)`` plane with the configured method.
+
+    The core every wrapper (stacks, tiles, noise models) calls. All channels
+    share one kernel; each channel gets its own stopping time.
+    """
+    nch, h, w = y.shape
+    d = h * w
+    auto = cfg.n_iter == "auto"
+    dev = y.device
+    if cfg.method == "exact":
+        per_pass = _nystrom.EXACT_STEPS
+
+        def make_basis(x):
+            return _nystrom.exact_basis(x, patch_size=cfg.patch_size)
+    else:
+        m = cfg.columns(d)
+        columns = torch.randperm(d, generator=rng)[:m].to(dev)
+        per_pass = _nystrom.nystrom_steps(h, w, m, cfg.block_pixels)
+
+        def make_basis(x):
+            return _nystrom.nystrom_basis(
+                x, columns, patch_size=cfg.patch_size, rank=cfg.rank, block_pixels=cfg.block_pixels
+            )
+
+    total = per_pass * (2 if auto else 1) + 1
+    counter = [0]
+    basis = yield from _counted(make_basis(y), counter, total)
+    y_flat = y.reshape(nch, d)
+    if auto:
+        spread = float(y.max() - y.min())
+        eps = SURE_EPS * max(sigma, 1e-3 * spread, torch.finfo(y.dtype).eps)
+        b = torch.randn((nch, h, w), generator=rng, dtype=y.dtype).to(dev)
+        y_eps = y + eps * b
+        b_flat = b.reshape(nch, d)
+        proj = _twicing.project(basis, y_flat, b_flat)
+        basis_eps = yield from _counted(make_basis(y_eps), counter, total)
+        proj_eps = _twicing.project(basis_eps, y_eps.reshape(nch, d), b_flat)
+        ts = _twicing.t_grid()
+        y_sq = (y_flat.double() ** 2).sum(1)
+        sure = _twicing.sure_curve(basis, proj, basis_eps.values, proj_eps, y_sq, sigma, eps, ts)
+        del basis_eps
+        t_sel = ts[sure.argmin(1).cpu().numpy()]
+    else:
+        proj = _twicing.project(basis, y_flat)
+        t_sel = np.full(nch, int(cfg.n_iter))
+    z = _twicing.apply(basis, proj, t_sel)
+    yield (total, total)
+    return z.reshape(nch, h, w)
+
+
 def iter_denoise_ntd(
     image: Any,
     *,
@@ -185,7 +262,8 @@ def iter_denoise_ntd(
     Same parameters as :func:`denoise_ntd` (without ``progress``). Use it to
     drive the denoiser from an event loop or worker thread and stop between
     steps: ``result = yield from iter_denoise_ntd(image)``, or iterate and
-    read ``StopIteration.value``.
+    read ``StopIteration.value``. Closing the generator early leaves the
+    input untouched and returns nothing.
     """
     cfg = NTDConfig(
         method=method,
@@ -199,91 +277,40 @@ def iter_denoise_ntd(
     )
     img, out_dtype, compute = _prepare(image, channel_axis, preserve_range)
     dev = resolve_device(device)
-    h, w, nch = img.shape
-    d = h * w
+    h, w, _ = img.shape
     if h < cfg.patch_size or w < cfg.patch_size:
         raise ValueError(
             f"image ({h} x {w}) is smaller than the patch ({cfg.patch_size} x {cfg.patch_size}); "
             "use a smaller patch_size"
         )
-    if cfg.method == "exact" and d > EXACT_MAX_PIXELS:
+    if cfg.method == "exact" and h * w > EXACT_MAX_PIXELS:
         raise ValueError(
-            f"method='exact' builds the full {d} x {d} filter; it is limited to "
+            f"method='exact' builds the full {h * w} x {h * w} filter; it is limited to "
             f"{EXACT_MAX_PIXELS} pixels. Use method='nystrom' for this image."
         )
     sig = _estimate_sigma(img) if cfg.sigma is None else float(cfg.sigma)
-    auto = cfg.n_iter == "auto"
 
     lo, hi = np.percentile(img, [0.5, 99.5])
-    if hi <= lo:  # constant (or almost everywhere constant) image: nothing to filter
+    if hi <= lo:  # (almost everywhere) constant image
         lo, hi = img.min(), img.max()
-        if hi <= lo:
+        if hi <= lo:  # constant: nothing to filter
             yield (1, 1)
-            return _finish(img, out_dtype, channel_axis, image)
+            return _finish(img, out_dtype, channel_axis)
+    # Appendix I centres [0, 1] images at 0.5: in general, the middle of the
+    # robust range. The kernel is homogeneous, so only the offset matters.
     center = 0.5 * (lo + hi)
 
     tdtype = torch.float64 if compute == np.float64 else torch.float32
     rng = torch.Generator().manual_seed(
         cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
     )
-    y = torch.from_numpy(img - center).to(device=dev, dtype=tdtype)  # (H, W, C)
-    y = y.permute(2, 0, 1).contiguous()  # (C, H, W)
-
-    if cfg.method == "exact":
-        m = d
-        per_pass = _nystrom.EXACT_STEPS
-
-        def make_basis(x):
-            return _nystrom.exact_basis(x, patch_size=cfg.patch_size)
-    else:
-        m = cfg.columns(d)
-        columns = torch.randperm(d, generator=rng)[:m].to(dev)
-        per_pass = _nystrom.nystrom_steps(h, w, m, cfg.block_pixels)
-
-        def make_basis(x):
-            return _nystrom.nystrom_basis(
-                x, columns, patch_size=cfg.patch_size, rank=cfg.rank, block_pixels=cfg.block_pixels
-            )
-
-    total = per_pass * (2 if auto else 1) + 1
-    done = 0
-
-    def steps(gen):
-        nonlocal done
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                return stop.value
-            done += 1
-            yield (done, total)
-
-    basis = yield from steps(make_basis(y))
-    y_flat = y.reshape(nch, d)
-    if auto:
-        eps = SURE_EPS * max(sig, 1e-3 * float(hi - lo))
-        b = torch.randn((nch, h, w), generator=rng, dtype=tdtype).to(dev)
-        y_eps = y + eps * b
-        b_flat = b.reshape(nch, d)
-        proj = _twicing.project(basis, y_flat, b_flat)
-        basis_eps = yield from steps(make_basis(y_eps))
-        proj_eps = _twicing.project(basis_eps, y_eps.reshape(nch, d), b_flat)
-        ts = _twicing.t_grid()
-        y_sq = (y_flat.double() ** 2).sum(1)
-        sure = _twicing.sure_curve(basis, proj, basis_eps.values, proj_eps, y_sq, sig, eps, ts)
-        del basis_eps
-        t_sel = ts[sure.argmin(1).cpu().numpy()]
-    else:
-        proj = _twicing.project(basis, y_flat)
-        t_sel = np.full(nch, int(cfg.n_iter))
-    z = _twicing.apply(basis, proj, t_sel)
-    done += 1
-    yield (done, total)
-    out = z.reshape(nch, h, w).permute(1, 2, 0).cpu().numpy().astype(np.float64) + center
-    return _finish(out, out_dtype, channel_axis, image)
+    y = torch.from_numpy(img - center).to(device=dev, dtype=tdtype).permute(2, 0, 1)
+    z = yield from iter_denoise_plane(y.contiguous(), sig, cfg, rng)
+    out = z.permute(1, 2, 0).cpu().numpy().astype(np.float64) + center
+    return _finish(out, out_dtype, channel_axis)
 
 
-def _finish(out: np.ndarray, out_dtype: np.dtype, channel_axis: int | None, image: Any):
+def _finish(out: np.ndarray, out_dtype: np.dtype, channel_axis: int | None) -> np.ndarray:
     out = out.astype(out_dtype, copy=False)
     if channel_axis is None:
         return out[..., 0]
@@ -308,7 +335,101 @@ def denoise_ntd(
 ) -> np.ndarray:
     """Denoise an image with the neural tangent denoiser (NTD).
 
-    PLACEHOLDER
+    The filter is the infinite-width neural tangent kernel of a one-hidden-layer
+    ReLU CNN (``r x r`` conv, ReLU, ``1 x 1`` conv; appendix H.1 of the paper)
+    evaluated on the image's own patches, applied by twicing
+    ``z <- z + W (y - z)`` from ``z = 0`` and stopped after ``n_iter`` steps.
+
+    Parameters
+    ----------
+    image : ndarray
+        2D grayscale image, or 2D multichannel image with ``channel_axis``.
+        Integer images are converted with ``img_as_float`` (unless
+        ``preserve_range``); float32 and float64 are kept, float16 becomes
+        float32.
+    sigma : float, optional
+        Standard deviation of the Gaussian noise, in the units of the
+        (converted) image. ``None`` estimates it with
+        :func:`skimage.restoration.estimate_sigma`.
+    method : {'nystrom', 'exact'}
+        ``'nystrom'`` (default) approximates the filter from ``n_columns``
+        random columns (appendix G). ``'exact'`` builds the full
+        ``d x d`` filter; images of at most ``EXACT_MAX_PIXELS`` pixels.
+    n_iter : int or 'auto'
+        Twicing iterations ``t``. ``'auto'`` chooses ``t`` by Monte-Carlo SURE
+        (one extra pass on ``y + eps b`` with the same columns), separately
+        for each channel.
+    channel_axis : int, optional
+        Axis of the channels. All channels share one kernel computed from
+        their joint patches (appendix E) and are filtered separately.
+    patch_size : int
+        Side of the first convolution, i.e. of the compared patches (odd).
+    n_columns : float or int
+        Nystrom columns: a fraction of the pixels (default 2 %, kept within
+        [64, 6000]) or an exact count.
+    rank : int or None
+        Leading eigenimages kept after the Nystrom extension (default 256);
+        ``None`` keeps all numerically non-zero ones (the paper's setting).
+    device : str or torch.device, optional
+        ``None`` uses CUDA when available, else the CPU.
+    seed : int, optional
+        Seeds the column choice and the SURE probe; the same seed gives the
+        same output on the same machine (CPU).
+    preserve_range : bool
+        Keep the value range of integer images instead of scaling to [0, 1].
+    progress : bool or callable, optional
+        ``True`` shows a tqdm bar; a callable is called as
+        ``progress(done, total)`` after each step.
+    block_pixels : int
+        Kernel rows computed at once (memory ``~ 5 * block_pixels * m``
+        floats).
+
+    Returns
+    -------
+    ndarray
+        Denoised image, same shape as ``image``; float32 for float32/float16
+        input, float64 otherwise.
+
+    Raises
+    ------
+    ValueError
+        NaN/inf values, an empty image, an image smaller than the patch,
+        an unknown method, a negative sigma, an unavailable device.
+    TypeError
+        Complex or non-numeric images.
+    NotImplementedError
+        Images that are not 2D (plus one channel axis).
+
+    Notes
+    -----
+    With ``s = (2/n0) ||p|| ||q||`` and ``cos(phi) = <p, q> / (||p|| ||q||)``
+    for zero-padded patches ``p``, ``q`` of ``n0`` values, the kernel is
+    ``s / pi * (sin(phi) + 2 (pi - phi) cos(phi))`` (eq. 9 with two layers:
+    eq. 14 plus the first-layer term). The image is centred on the middle of
+    its robust range first (appendix I subtracts 0.5 from [0, 1] images).
+    Nystrom: ``m`` columns cost ``O(d m n0)`` for the kernel, ``O(m^3)`` for the
+    eigendecomposition and ``O(d m rank)`` for the extension; memory is
+    ``O(d rank + m^2)``. ``n_iter='auto'`` doubles the cost.
+    Computation runs in float64 for float64 input and float32 otherwise.
+
+    References
+    ----------
+    .. [1] J. Tachella, J. Tang, M. Davies, "CNN Denoisers As Non-Local
+           Filters: The Neural Tangent Denoiser", CVPR 2021.
+           :arXiv:`2006.02379`
+    .. [2] S. Ramani, T. Blu, M. Unser, "Monte-Carlo SURE: A Black-Box
+           Optimization of Regularization Parameters for General Denoising
+           Algorithms", IEEE TIP 17(9), 2008. :DOI:`10.1109/TIP.2008.2001404`
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skimage import data, img_as_float
+    >>> clean = img_as_float(data.camera())[200:264, 200:264]
+    >>> noisy = clean + 0.1 * np.random.default_rng(0).standard_normal(clean.shape)
+    >>> den = denoise_ntd(noisy, sigma=0.1, seed=0)
+    >>> bool(np.mean((den - clean) ** 2) < np.mean((noisy - clean) ** 2))
+    True
     """
     gen = iter_denoise_ntd(
         image,
