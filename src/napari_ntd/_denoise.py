@@ -7,6 +7,7 @@ twicing and stopping (``_twicing``).
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _nystrom, _twicing
+from . import _dask, _nystrom, _stacks, _tiling, _twicing, _vst
 from ._progress import make_reporter
 
 __all__ = ["denoise_ntd", "iter_denoise_ntd", "NTDConfig", "METHODS", "EXACT_MAX_PIXELS"]
@@ -103,9 +104,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def _prepare(
-    image: Any, channel_axis: int | None, preserve_range: bool
+    image: Any, channel_axis: int | None, preserve_range: bool, spatial_dims: int = 2
 ) -> tuple[np.ndarray, np.dtype, np.dtype]:
-    """Validate and convert to a float (H, W, C) array (skimage dtype rules).
+    """Validate and convert to a float (..., H, W, C) array (skimage dtype rules).
+
+    Leading axes (before the last ``spatial_dims``, channels excluded) are a
+    stack of independent images.
 
     Returns the float image, the output dtype and the compute dtype.
     """
@@ -118,16 +122,11 @@ def _prepare(
         raise TypeError(f"image must be a numeric array, got dtype {arr.dtype}")
     if arr.size == 0:
         raise ValueError(f"image is empty (shape {arr.shape})")
-    expected = 2 if channel_axis is None else 3
-    if arr.ndim != expected:
-        hint = (
-            "pass channel_axis for a multichannel image"
-            if channel_axis is None and arr.ndim == 3
-            else "denoise stacks slice by slice"
-        )
+    expected = spatial_dims + (channel_axis is not None)
+    if arr.ndim < expected:
         raise NotImplementedError(
-            f"denoise_ntd supports 2D images (ndim {expected} with channel_axis="
-            f"{channel_axis}); got shape {arr.shape} ({hint})"
+            f"denoise_ntd needs {spatial_dims}D images (ndim >= {expected} with channel_axis="
+            f"{channel_axis}, spatial_dims={spatial_dims}); got shape {arr.shape}"
         )
     if channel_axis is not None:
         if not _is_int(channel_axis) or not -arr.ndim <= channel_axis < arr.ndim:
@@ -256,6 +255,10 @@ def iter_denoise_ntd(
     seed: int | None = None,
     preserve_range: bool = False,
     block_pixels: int = 4096,
+    tile_shape: int | tuple[int, ...] | None = None,
+    max_memory: int | str | None = None,
+    noise_model: str | _vst.NoiseModel = "gaussian",
+    spatial_dims: int = 2,
 ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Step-wise :func:`denoise_ntd`: yields ``(done, total)`` and returns the result.
 
@@ -275,39 +278,120 @@ def iter_denoise_ntd(
         block_pixels=block_pixels,
         seed=seed,
     )
-    img, out_dtype, compute = _prepare(image, channel_axis, preserve_range)
+    if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    if spatial_dims == 3 and cfg.method != "nystrom":
+        raise NotImplementedError(
+            f"spatial_dims=3 (r x r x r patches) supports method='nystrom' only, got {cfg.method!r}"
+        )
+    noise = _vst.as_noise_model(noise_model)
+    if noise.kind != "gaussian" and cfg.sigma is not None:
+        raise ValueError(
+            f"sigma applies to the Gaussian noise model; with noise_model={noise.kind!r} the "
+            "noise is stabilised to sigma = 1 (set gain/offset/read_noise instead)"
+        )
+    budget = _tiling.parse_memory(max_memory)
+    if tile_shape is not None:
+        tile_shape = _tiling.normalize_tile_shape(tile_shape, spatial_dims, cfg.patch_size)
+    img, out_dtype, compute = _prepare(image, channel_axis, preserve_range, spatial_dims)
+    noise = noise.converted(*_conversion(np.asarray(image).dtype, preserve_range))
     dev = resolve_device(device)
-    h, w, _ = img.shape
-    if h < cfg.patch_size or w < cfg.patch_size:
+    spatial = img.shape[-1 - spatial_dims : -1]
+    if min(spatial[-2:]) < cfg.patch_size:  # a volume may be thinner than the patch in z
+        if channel_axis is None and img.ndim - 1 > spatial_dims and img.shape[-2] <= 4:
+            raise NotImplementedError(
+                f"an image of shape {img.shape[:-1]} is read as a stack of {spatial_dims}D "
+                f"images of shape {spatial}; its last axis looks like channels: pass "
+                "channel_axis=-1 for a multichannel image"
+            )
+        size = " x ".join(map(str, spatial))
+        patch = " x ".join([str(cfg.patch_size)] * spatial_dims)
         raise ValueError(
-            f"image ({h} x {w}) is smaller than the patch ({cfg.patch_size} x {cfg.patch_size}); "
-            "use a smaller patch_size"
+            f"image ({size}) is smaller than the patch ({patch}); use a smaller patch_size"
         )
-    if cfg.method == "exact" and h * w > EXACT_MAX_PIXELS:
+    n_pix = int(np.prod(spatial if tile_shape is None else np.minimum(spatial, tile_shape)))
+    if cfg.method == "exact" and n_pix > EXACT_MAX_PIXELS:
         raise ValueError(
-            f"method='exact' builds the full {h * w} x {h * w} filter; it is limited to "
-            f"{EXACT_MAX_PIXELS} pixels. Use method='nystrom' for this image."
+            f"method='exact' builds the full {n_pix} x {n_pix} filter; it is limited to "
+            f"{EXACT_MAX_PIXELS} pixels. Use method='nystrom' or a smaller tile_shape."
         )
-    sig = _estimate_sigma(img) if cfg.sigma is None else float(cfg.sigma)
+    base_seed = (
+        cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
+    )
+    per_image = functools.partial(
+        _iter_image,
+        cfg=cfg,
+        device=dev,
+        compute=compute,
+        noise=noise,
+        tile_shape=tile_shape,
+        max_memory=budget,
+    )
+    n_leading = img.ndim - 1 - spatial_dims
+    out = yield from _stacks.iter_stack(img, n_leading, per_image, base_seed)
+    return _finish(out, out_dtype, channel_axis)
 
-    lo, hi = np.percentile(img, [0.5, 99.5])
+
+def _conversion(dtype: np.dtype, preserve_range: bool) -> tuple[float, float]:
+    """``(scale, shift)`` of the conversion ``raw -> scale * raw + shift`` of ``_prepare``."""
+    from skimage.util import img_as_float
+
+    if dtype.kind not in "biu" or preserve_range:
+        return 1.0, 0.0
+    ends = img_as_float(np.array([0, 1], dtype=dtype))
+    return float(ends[1] - ends[0]), float(ends[0])
+
+
+def _iter_image(
+    img: np.ndarray,
+    seed: int,
+    *,
+    cfg: NTDConfig,
+    device: torch.device,
+    compute: np.dtype,
+    noise: _vst.NoiseModel,
+    tile_shape: tuple[int, ...] | None,
+    max_memory: int,
+) -> Generator[tuple[int, int], None, np.ndarray]:
+    """Denoise one ``(*spatial, C)`` image: noise model, sigma, centring, tiles.
+
+    Returns float64 ``(*spatial, C)``.
+    """
+    nd = img.ndim - 1
+    if noise.kind != "gaussian":  # stabilise: noise ~ N(0, 1)
+        noise = noise.resolved(img, channel_axis=-1)
+        work = _vst.gat_forward(img, noise)
+        sig = 1.0
+    else:
+        work = img
+        sig = _estimate_sigma(img) if cfg.sigma is None else float(cfg.sigma)
+
+    lo, hi = np.percentile(work, [0.5, 99.5])
     if hi <= lo:  # (almost everywhere) constant image
-        lo, hi = img.min(), img.max()
+        lo, hi = work.min(), work.max()
         if hi <= lo:  # constant: nothing to filter
             yield (1, 1)
-            return _finish(img, out_dtype, channel_axis)
+            return img.astype(np.float64)
     # Appendix I centres [0, 1] images at 0.5: in general, the middle of the
     # robust range. The kernel is homogeneous, so only the offset matters.
     center = 0.5 * (lo + hi)
 
     tdtype = torch.float64 if compute == np.float64 else torch.float32
-    rng = torch.Generator().manual_seed(
-        cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
+    rng = torch.Generator().manual_seed(int(seed))
+    y = torch.from_numpy(work - center).to(device=device, dtype=tdtype)
+    y = y.permute(nd, *range(nd)).contiguous()
+    core = iter_denoise_plane if nd == 2 else _stacks.iter_denoise_volume
+    tiles = _tiling.choose_tile_shape(
+        img.shape[:-1], img.shape[-1], cfg, np.dtype(compute).itemsize, tile_shape, max_memory
     )
-    y = torch.from_numpy(img - center).to(device=dev, dtype=tdtype).permute(2, 0, 1)
-    z = yield from iter_denoise_plane(y.contiguous(), sig, cfg, rng)
-    out = z.permute(1, 2, 0).cpu().numpy().astype(np.float64) + center
-    return _finish(out, out_dtype, channel_axis)
+    if tiles is None:
+        z = yield from core(y, sig, cfg, rng)
+    else:
+        z = yield from _tiling.iter_tiled(y, sig, cfg, rng, core, tiles)
+    out = z.permute(*range(1, nd + 1), 0).cpu().numpy().astype(np.float64) + center
+    if noise.kind != "gaussian":
+        out = _vst.gat_inverse(out, noise)
+    return out
 
 
 def _finish(out: np.ndarray, out_dtype: np.dtype, channel_axis: int | None) -> np.ndarray:
@@ -332,6 +416,10 @@ def denoise_ntd(
     preserve_range: bool = False,
     progress: bool | Callable[[int, int], Any] | None = None,
     block_pixels: int = 4096,
+    tile_shape: int | tuple[int, ...] | None = None,
+    max_memory: int | str | None = None,
+    noise_model: str | _vst.NoiseModel = "gaussian",
+    spatial_dims: int = 2,
 ) -> np.ndarray:
     """Denoise an image with the neural tangent denoiser (NTD).
 
@@ -342,9 +430,11 @@ def denoise_ntd(
 
     Parameters
     ----------
-    image : ndarray
-        2D grayscale image, or 2D multichannel image with ``channel_axis``.
-        Integer images are converted with ``img_as_float`` (unless
+    image : ndarray or dask array
+        2D grayscale image, or 2D multichannel image with ``channel_axis``;
+        a stack ``(..., H, W)`` of them (see ``spatial_dims``). A dask array
+        gives a lazy dask array (``dask.array.map_overlap``, one task per
+        chunk of leading indices). Integer images are converted with ``img_as_float`` (unless
         ``preserve_range``); float32 and float64 are kept, float16 becomes
         float32.
     sigma : float, optional
@@ -383,6 +473,28 @@ def denoise_ntd(
     block_pixels : int
         Kernel rows computed at once (memory ``~ 5 * block_pixels * m``
         floats).
+    tile_shape : int or tuple of int, optional
+        Denoise in overlapping tiles of this shape (per spatial axis) and
+        cross-fade them; tiles overlap by ``2 * patch_size`` and each pixel
+        comes from a tile where its receptive field is complete, so there are
+        no seams. The filter is then non-local within a tile. ``None`` tiles
+        only when the memory estimate exceeds ``max_memory`` (tiles of
+        ``AUTO_TILE``). The noise level and centring are global.
+    max_memory : int or str, optional
+        Memory budget in bytes or as ``'4GB'``; ``None`` is 2 GiB.
+    noise_model : {'gaussian', 'poisson', 'poisson-gaussian'} or NoiseModel
+        ``'gaussian'`` (default) uses ``sigma``. The Poisson models apply the
+        generalized Anscombe transform (noise -> N(0, 1)), denoise with
+        ``sigma = 1`` and map back with the exact unbiased inverse. Pass
+        ``NoiseModel('poisson-gaussian', gain=..., offset=..., read_noise=...)``
+        (units of the raw input, e.g. ADU) to fix the parameters; missing
+        ones are estimated from each image.
+    spatial_dims : {2, 3}
+        Number of trailing (non-channel) axes forming one image. With 2
+        (default), leading axes of 3D/4D input are independent 2D slices;
+        slice ``k`` (flat C-order index) uses seed ``seed + k``, so the
+        result equals looping 2D calls. With 3, the last three axes are a
+        volume denoised with ``r x r x r`` patches (Nystrom only).
 
     Returns
     -------
@@ -398,7 +510,8 @@ def denoise_ntd(
     TypeError
         Complex or non-numeric images.
     NotImplementedError
-        Images that are not 2D (plus one channel axis).
+        Fewer than ``spatial_dims`` spatial axes; ``spatial_dims=3`` with a
+        method other than ``'nystrom'``.
 
     Notes
     -----
@@ -431,6 +544,9 @@ def denoise_ntd(
     >>> bool(np.mean((den - clean) ** 2) < np.mean((noisy - clean) ** 2))
     True
     """
+    if _dask.is_dask_array(image):  # lazy in, lazy out; every option passes through
+        options = {k: v for k, v in locals().items() if k != "image"}
+        return _dask.denoise_dask(image, **options)
     gen = iter_denoise_ntd(
         image,
         sigma=sigma,
@@ -444,6 +560,10 @@ def denoise_ntd(
         seed=seed,
         preserve_range=preserve_range,
         block_pixels=block_pixels,
+        tile_shape=tile_shape,
+        max_memory=max_memory,
+        noise_model=noise_model,
+        spatial_dims=spatial_dims,
     )
     with make_reporter(progress) as report:
         while True:

@@ -1,0 +1,247 @@
+"""Tiling: memory estimate, tile plan, cross-fade weights, tiled denoising.
+
+A large image is cut into overlapping tiles; each tile is denoised by the
+per-plane core with the image's global noise level and centring (so the
+filters of neighbouring tiles are built alike), and the tiles are blended
+with weights that are zero where a tile's patches would reach past its edge
+and ramp linearly across the overlap::
+
+    tile 1  ...11111111110ooooo\\
+    tile 2        /ooooo01111111111...     (o: overlap of 2 * margin)
+
+Every pixel's output therefore comes from patches that lie entirely inside
+the tile that produced it (the margin is at least the receptive field,
+``patch_size``), and the switch between two tiles' filters is spread over
+the overlap: no seams. The filter is non-local only *within* a tile.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DEFAULT_MAX_MEMORY",
+    "AUTO_TILE",
+    "parse_memory",
+    "estimate_memory",
+    "tile_margin",
+    "normalize_tile_shape",
+    "choose_tile_shape",
+    "plan_tiles",
+    "tile_weights",
+    "iter_tiled",
+]
+
+#: Default memory budget of one denoising run (bytes): fits laptops.
+DEFAULT_MAX_MEMORY = 2 * 1024**3
+
+#: Tile side used when the budget forces tiling (smaller if even that does
+#: not fit). Per-pixel cost grows with the tile area (columns are a fraction
+#: of the pixels), so moderate tiles are also the fastest.
+AUTO_TILE = 256
+
+_UNITS = {"": 1, "b": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+
+
+def parse_memory(value: int | float | str | None) -> int:
+    """A memory budget in bytes: a number, or a string like ``'4GB'``/``'512MiB'``."""
+    if value is None:
+        return DEFAULT_MAX_MEMORY
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)(i?)[bB]?\s*", value)
+        if not match:
+            raise ValueError(f"max_memory must be bytes or like '4GB', got {value!r}")
+        num, unit, binary = match.groups()
+        mult = _UNITS[unit.lower()]
+        if binary and unit:
+            mult = 1024 ** ("kmgt".index(unit.lower()) + 1)
+        value = float(num) * mult
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"max_memory must be a number of bytes or a string, got {value!r}")
+    if not value > 0 or not math.isfinite(value):
+        raise ValueError(f"max_memory must be positive, got {value!r}")
+    return int(value)
+
+
+def estimate_memory(spatial_shape: Sequence[int], channels: int, cfg: Any, itemsize: int) -> int:
+    """Approximate peak bytes of denoising one image (or tile) in one piece.
+
+    Nystrom with ``d`` pixels, ``m`` columns, rank ``k``, ``n0`` patch
+    values: the basis ``d k`` (twice with MC-SURE), the ``m x m`` block and
+    its float64 eigendecomposition (~3 ``m^2`` doubles), the kernel blocks
+    ``~5 block_pixels m`` and the column patches ``m n0``; plus ~8 image-sized
+    float64 buffers. ``exact``: the ``d x d`` kernel in float64, ~3 times.
+    Other methods: the image buffers only.
+    """
+    d = math.prod(int(s) for s in spatial_shape)
+    images = 8 * d * channels * 8
+    n0 = channels * cfg.patch_size ** len(spatial_shape)
+    passes = 2 if cfg.n_iter == "auto" else 1
+    if cfg.method == "nystrom":
+        m = cfg.columns(d)
+        k = m if cfg.rank is None else min(cfg.rank, m)
+        work = (
+            passes * d * k * itemsize
+            + 3 * m * m * 8
+            + 5 * min(cfg.block_pixels, d) * m * itemsize
+            + m * n0 * itemsize
+        )
+    elif cfg.method == "exact":
+        work = 3 * d * d * 8
+    else:
+        work = 0
+    return int(images + work)
+
+
+def tile_margin(patch_size: int) -> int:
+    """Margin (pixels) each tile keeps past the region it is trusted for.
+
+    Equal to ``patch_size``, the receptive field of the network's first
+    convolution; tiles overlap by twice this.
+    """
+    return int(patch_size)
+
+
+def normalize_tile_shape(
+    tile_shape: int | Sequence[int], ndim: int, patch_size: int
+) -> tuple[int, ...]:
+    """Validate ``tile_shape`` (an int for all spatial axes, or one per axis)."""
+    if isinstance(tile_shape, numbers.Integral) and not isinstance(tile_shape, bool):
+        shape = (int(tile_shape),) * ndim
+    else:
+        try:
+            shape = tuple(int(t) for t in tile_shape)
+        except TypeError:
+            raise TypeError(
+                f"tile_shape must be an int or a tuple of ints, got {tile_shape!r}"
+            ) from None
+        if len(shape) != ndim:
+            raise ValueError(
+                f"tile_shape {tuple(tile_shape)} must have one entry per spatial axis ({ndim})"
+            )
+    minimum = 4 * tile_margin(patch_size) + 1
+    if any(t < minimum for t in shape):
+        raise ValueError(
+            f"tile_shape {shape} is too small: tiles overlap by 2 * patch_size, so each "
+            f"side must be at least {minimum} for patch_size={patch_size}"
+        )
+    return shape
+
+
+def choose_tile_shape(
+    spatial_shape: Sequence[int],
+    channels: int,
+    cfg: Any,
+    itemsize: int,
+    tile_shape: int | Sequence[int] | None,
+    max_memory: int,
+) -> tuple[int, ...] | None:
+    """The tile shape to use, or ``None`` to denoise in one piece.
+
+    An explicit ``tile_shape`` is used as given (clipped to the image).
+    Otherwise the image is tiled only when :func:`estimate_memory` exceeds
+    ``max_memory``, with square tiles of side ``AUTO_TILE`` or the largest
+    smaller side that fits.
+    """
+    ndim = len(spatial_shape)
+    if tile_shape is not None:
+        shape = normalize_tile_shape(tile_shape, ndim, cfg.patch_size)
+    elif estimate_memory(spatial_shape, channels, cfg, itemsize) <= max_memory:
+        return None
+    else:
+        side = AUTO_TILE
+        floor = 4 * tile_margin(cfg.patch_size) + 1
+        while side > floor and estimate_memory((side,) * ndim, channels, cfg, itemsize) > (
+            max_memory
+        ):
+            side = max(floor, int(side * 0.8))
+        shape = (side,) * ndim
+    shape = tuple(min(t, s) for t, s in zip(shape, spatial_shape, strict=True))
+    if shape == tuple(spatial_shape):
+        return None
+    return shape
+
+
+def _starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Evenly spread starts of tiles of size ``tile`` covering ``n`` with >= ``overlap``."""
+    if tile >= n:
+        return [0]
+    count = math.ceil((n - overlap) / (tile - overlap))
+    return [round(i * (n - tile) / (count - 1)) for i in range(count)]
+
+
+def plan_tiles(
+    spatial_shape: Sequence[int], tile_shape: Sequence[int], margin: int
+) -> list[tuple[slice, ...]]:
+    """Tiles (tuples of slices, C order) of at most ``tile_shape`` covering the image."""
+    per_axis = [
+        [slice(s0, min(s0 + t, n)) for s0 in _starts(n, t, 2 * margin)]
+        for n, t in zip(spatial_shape, tile_shape, strict=True)
+    ]
+    grid = np.meshgrid(*[np.arange(len(a)) for a in per_axis], indexing="ij")
+    return [
+        tuple(per_axis[ax][int(g.flat[i])] for ax, g in enumerate(grid))
+        for i in range(grid[0].size)
+    ]
+
+
+def _ramp(length: int, lo_edge: bool, hi_edge: bool, margin: int, dead: int) -> np.ndarray:
+    """1D weights: 0 for ``dead`` pixels at an inner edge, then a linear ramp to 1."""
+    e = np.arange(length, dtype=np.float64)
+    ramp_len = max(2 * margin - 2 * dead, 1)
+    w = np.ones(length)
+    if lo_edge:
+        w = np.minimum(w, np.clip((e + 0.5 - dead) / ramp_len, 0.0, 1.0))
+    if hi_edge:
+        w = np.minimum(w, np.clip((length - 1 - e + 0.5 - dead) / ramp_len, 0.0, 1.0))
+    return w
+
+
+def tile_weights(
+    tile: tuple[slice, ...], spatial_shape: Sequence[int], margin: int, patch_size: int
+) -> np.ndarray:
+    """Cross-fade weights of one tile (zero within ``patch_size // 2`` of inner edges)."""
+    dead = patch_size // 2
+    w = np.ones(())
+    for sl, n in zip(tile, spatial_shape, strict=True):
+        ramp = _ramp(sl.stop - sl.start, sl.start > 0, sl.stop < n, margin, dead)
+        w = np.multiply.outer(w, ramp)
+    return w
+
+
+def iter_tiled(
+    y: torch.Tensor,
+    sigma: float,
+    cfg: Any,
+    rng: torch.Generator,
+    core: Callable[..., Generator[tuple[int, int], None, torch.Tensor]],
+    tile_shape: Sequence[int],
+) -> Generator[tuple[int, int], None, torch.Tensor]:
+    """Denoise a centred ``(C, *spatial)`` tensor tile by tile and blend.
+
+    ``core(y_tile, sigma, cfg, rng)`` is the per-piece denoiser (a
+    generator yielding ``(done, total)`` and returning the tile). Tiles run
+    in C order and share ``rng``, so a seed fixes the whole result.
+    """
+    from ._denoise import nested_progress
+
+    spatial = tuple(y.shape[1:])
+    margin = tile_margin(cfg.patch_size)
+    tiles = plan_tiles(spatial, tile_shape, margin)
+    acc = torch.zeros_like(y)
+    wsum = torch.zeros(spatial, dtype=y.dtype, device=y.device)
+    for i, tile in enumerate(tiles):
+        idx = (slice(None), *tile)
+        z = yield from nested_progress(core(y[idx].contiguous(), sigma, cfg, rng), i, len(tiles))
+        w = torch.from_numpy(tile_weights(tile, spatial, margin, cfg.patch_size))
+        w = w.to(device=y.device, dtype=y.dtype)
+        acc[idx] += z * w
+        wsum[tile] += w
+    return acc / wsum
