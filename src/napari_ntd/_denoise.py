@@ -22,7 +22,7 @@ from ._progress import make_reporter
 __all__ = ["denoise_ntd", "iter_denoise_ntd", "NTDConfig", "METHODS", "EXACT_MAX_PIXELS"]
 
 #: Methods accepted by ``denoise_ntd``.
-METHODS = ("nystrom", "exact")
+METHODS = ("nystrom", "exact", "dip")
 
 #: Largest image (in pixels) for ``method="exact"``: the d x d float64 matrix
 #: and its eigendecomposition (~0.5 GB and ~1 min at this size).
@@ -48,6 +48,7 @@ class NTDConfig:
     rank: int | None = 256
     block_pixels: int = 4096
     seed: int | None = None
+    dip: Any = None  # a napari_ntd._trainers.DIPConfig for method="dip"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -196,6 +197,10 @@ def iter_denoise_plane(
     The core every wrapper (stacks, tiles, noise models) calls. All channels
     share one kernel; each channel gets its own stopping time.
     """
+    if cfg.method == "dip":
+        from ._trainers import iter_dip_plane
+
+        return (yield from iter_dip_plane(y, sigma, cfg, rng))
     nch, h, w = y.shape
     d = h * w
     auto = cfg.n_iter == "auto"
@@ -259,6 +264,11 @@ def iter_denoise_ntd(
     max_memory: int | str | None = None,
     noise_model: str | _vst.NoiseModel = "gaussian",
     spatial_dims: int = 2,
+    architecture: str = "unet",
+    optimizer: str = "adam",
+    input: str = "image",
+    width: int | None = None,
+    lr: float | None = None,
 ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Step-wise :func:`denoise_ntd`: yields ``(done, total)`` and returns the result.
 
@@ -277,6 +287,7 @@ def iter_denoise_ntd(
         rank=rank,
         block_pixels=block_pixels,
         seed=seed,
+        dip=_dip_config(method, architecture, optimizer, input, width, lr),
     )
     if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
@@ -394,6 +405,17 @@ def _iter_image(
     return out
 
 
+def _dip_config(method, architecture, optimizer, input, width, lr):
+    """The ``DIPConfig`` of ``method='dip'`` (validated), else ``None``."""
+    if method != "dip":
+        return None
+    from ._trainers import DIPConfig
+
+    return DIPConfig(
+        architecture=architecture, optimizer=optimizer, input=input, width=width, lr=lr
+    )
+
+
 def _finish(out: np.ndarray, out_dtype: np.dtype, channel_axis: int | None) -> np.ndarray:
     out = out.astype(out_dtype, copy=False)
     if channel_axis is None:
@@ -420,6 +442,11 @@ def denoise_ntd(
     max_memory: int | str | None = None,
     noise_model: str | _vst.NoiseModel = "gaussian",
     spatial_dims: int = 2,
+    architecture: str = "unet",
+    optimizer: str = "adam",
+    input: str = "image",
+    width: int | None = None,
+    lr: float | None = None,
 ) -> np.ndarray:
     """Denoise an image with the neural tangent denoiser (NTD).
 
@@ -441,10 +468,15 @@ def denoise_ntd(
         Standard deviation of the Gaussian noise, in the units of the
         (converted) image. ``None`` estimates it with
         :func:`skimage.restoration.estimate_sigma`.
-    method : {'nystrom', 'exact'}
+    method : {'nystrom', 'exact', 'dip'}
         ``'nystrom'`` (default) approximates the filter from ``n_columns``
         random columns (appendix G). ``'exact'`` builds the full
         ``d x d`` filter; images of at most ``EXACT_MAX_PIXELS`` pixels.
+        ``'dip'`` trains a network on the image (sections 5-6; options
+        ``architecture``, ``optimizer``, ``input``, ``width``, ``lr``; see
+        :mod:`napari_ntd._trainers`); ``n_iter`` counts its updates and
+        ``'auto'`` keeps the iterate with the smallest Monte-Carlo SURE
+        (a twin network trained on ``y + eps b``, twice the cost).
     n_iter : int or 'auto'
         Twicing iterations ``t``. ``'auto'`` chooses ``t`` by Monte-Carlo SURE
         (one extra pass on ``y + eps b`` with the same columns), separately
@@ -495,6 +527,27 @@ def denoise_ntd(
         slice ``k`` (flat C-order index) uses seed ``seed + k``, so the
         result equals looping 2D calls. With 3, the last three axes are a
         volume denoised with ``r x r x r`` patches (Nystrom only).
+    architecture : {'unet', 'vanilla'}
+        ``method='dip'``: the U-Net of appendix H.2 (3 x 3 convs, three
+        bilinear down/up stages, no skips; any size, padded internally) or the
+        vanilla CNN of H.1 (``patch_size`` conv, ReLU, 1 x 1 conv).
+    optimizer : {'adam', 'gd', 'adam+gd'}
+        ``method='dip'``: Adam (betas 0.9, 0.999), plain gradient descent
+        (learning rate ``1 / lambda_max`` of the tangent kernel, ``O(1/c)``;
+        the NTK regime, slow: the paper needs 1e4-1e5 steps), or Adam then
+        gradient descent with the adapted kernel (appendix I.4).
+    input : {'image', 'noise'}
+        ``method='dip'``: the noisy image (initial output subtracted) or iid
+        Gaussian noise (the original DIP) at the network input.
+    width : int, optional
+        ``method='dip'``: hidden channels. The default (32 for the U-Net, 64
+        for the vanilla CNN) is chosen for CPUs: a 256 x 256 image with the
+        U-Net takes a few minutes on two cores (about 0.2 s per Adam
+        iteration with the SURE twin, at most 1500 iterations). The paper
+        uses 128 and 512 (about 1 s per Adam step at 256 x 256 on a CPU).
+    lr : float, optional
+        ``method='dip'``: learning rate; ``None`` uses ``min(0.01, 0.16 / width)``
+        for Adam and ``1 / lambda_max(J J^T)`` for gradient descent.
 
     Returns
     -------
@@ -564,6 +617,11 @@ def denoise_ntd(
         max_memory=max_memory,
         noise_model=noise_model,
         spatial_dims=spatial_dims,
+        architecture=architecture,
+        optimizer=optimizer,
+        input=input,
+        width=width,
+        lr=lr,
     )
     with make_reporter(progress) as report:
         while True:
