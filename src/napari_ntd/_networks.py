@@ -276,13 +276,21 @@ def ntk_matvec(model: VanillaCNN | UNet, x: torch.Tensor, v: torch.Tensor) -> to
     return out
 
 
-def empirical_ntk(model: VanillaCNN | UNet, x: torch.Tensor, channel: int = 0) -> torch.Tensor:
-    """The ``d x d`` empirical NTK ``J J^T`` of output ``channel`` (small images only)."""
+def empirical_ntk(
+    model: VanillaCNN | UNet,
+    x: torch.Tensor,
+    channel: int = 0,
+    columns: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Columns of the empirical NTK ``J J^T`` of output ``channel`` (small images only).
+
+    Returns ``(d, len(columns))`` (all ``d`` columns by default).
+    """
     with torch.no_grad():
         shape = model(x).shape
     d = shape[-2] * shape[-1]
     cols = []
-    for i in range(d):
+    for i in range(d) if columns is None else columns:
         e = torch.zeros(shape, dtype=x.dtype, device=x.device)
         e[0, channel].view(-1)[i] = 1.0
         cols.append(ntk_matvec(model, x, e)[0, channel].reshape(-1))
