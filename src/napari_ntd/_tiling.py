@@ -117,8 +117,10 @@ def normalize_tile_shape(
         shape = (int(tile_shape),) * ndim
     else:
         try:
+            if isinstance(tile_shape, str):
+                raise TypeError
             shape = tuple(int(t) for t in tile_shape)
-        except TypeError:
+        except (TypeError, ValueError):
             raise TypeError(
                 f"tile_shape must be an int or a tuple of ints, got {tile_shape!r}"
             ) from None
