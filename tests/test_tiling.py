@@ -49,13 +49,13 @@ def test_plan_covers_with_overlap(shape, tile):
     tiles = plan_tiles(shape, tile, margin)
     count = np.zeros(shape, int)
     for t in tiles:
-        assert all(s.stop - s.start == min(ts, n) for s, ts, n in zip(t, tile, shape))
+        assert all(s.stop - s.start == min(ts, n) for s, ts, n in zip(t, tile, shape, strict=True))
         count[t] += 1
     assert count.min() >= 1
     for ax in range(2):  # neighbours along each axis overlap by >= 2 * margin
         starts = sorted({t[ax].start for t in tiles})
         stops = sorted({t[ax].stop for t in tiles})
-        assert all(b - a >= 2 * margin for a, b in zip(starts[1:], stops[:-1]))
+        assert all(b - a >= 2 * margin for a, b in zip(starts[1:], stops[:-1], strict=True))
 
 
 def test_weights_zero_where_patches_leave_the_tile_and_cover_everything():
