@@ -186,21 +186,35 @@ def nested_progress(gen: Generator, index: int, count: int):
         yield (index * total + done, count * total)
 
 
-def iter_denoise_plane(
+@dataclass(frozen=True)
+class PlaneFit:
+    """A fitted filter for one plane: the basis, projections and chosen ``t``.
+
+    ``sure`` (C, T) is the Monte-Carlo SURE curve over ``ts`` (``None`` for a
+    fixed ``n_iter``). Benchmarks evaluate other curves (e.g. the oracle MSE)
+    from the same fit with :func:`napari_ntd._twicing.error_curve`.
+    """
+
+    basis: _nystrom.Basis
+    proj: _twicing.Projections
+    t: np.ndarray
+    shape: tuple[int, int, int]
+    ts: np.ndarray | None = None
+    sure: torch.Tensor | None = None
+
+    def output(self, t: np.ndarray | None = None) -> torch.Tensor:
+        """Twicing output (C, H, W) at ``t`` (one per channel; default: chosen)."""
+        t = self.t if t is None else np.broadcast_to(np.asarray(t), self.t.shape)
+        return _twicing.apply(self.basis, self.proj, t).reshape(self.shape)
+
+
+def iter_fit_plane(
     y: torch.Tensor,
     sigma: float,
     cfg: NTDConfig,
     rng: torch.Generator,
-) -> Generator[tuple[int, int], None, torch.Tensor]:
-    """Denoise one centred ``(C, H, W)`` plane with the configured method.
-
-    The core every wrapper (stacks, tiles, noise models) calls. All channels
-    share one kernel; each channel gets its own stopping time.
-    """
-    if cfg.method == "dip":
-        from ._trainers import iter_dip_plane
-
-        return (yield from iter_dip_plane(y, sigma, cfg, rng))
+) -> Generator[tuple[int, int], None, PlaneFit]:
+    """Compute the NTD eigenbasis of a centred ``(C, H, W)`` plane and choose ``t``."""
     nch, h, w = y.shape
     d = h * w
     auto = cfg.n_iter == "auto"
@@ -236,14 +250,32 @@ def iter_denoise_plane(
         ts = _twicing.t_grid()
         y_sq = (y_flat.double() ** 2).sum(1)
         sure = _twicing.sure_curve(basis, proj, basis_eps.values, proj_eps, y_sq, sigma, eps, ts)
-        del basis_eps
+        del basis_eps, proj_eps
         t_sel = ts[sure.argmin(1).cpu().numpy()]
     else:
         proj = _twicing.project(basis, y_flat)
         t_sel = np.full(nch, int(cfg.n_iter))
-    z = _twicing.apply(basis, proj, t_sel)
     yield (total, total)
-    return z.reshape(nch, h, w)
+    return PlaneFit(basis, proj, t_sel, (nch, h, w), *((ts, sure) if auto else ()))
+
+
+def iter_denoise_plane(
+    y: torch.Tensor,
+    sigma: float,
+    cfg: NTDConfig,
+    rng: torch.Generator,
+) -> Generator[tuple[int, int], None, torch.Tensor]:
+    """Denoise one centred ``(C, H, W)`` plane with the configured method.
+
+    The core every wrapper (stacks, tiles, noise models) calls. All channels
+    share one kernel; each channel gets its own stopping time.
+    """
+    if cfg.method == "dip":
+        from ._trainers import iter_dip_plane
+
+        return (yield from iter_dip_plane(y, sigma, cfg, rng))
+    fit = yield from iter_fit_plane(y, sigma, cfg, rng)
+    return fit.output()
 
 
 def iter_denoise_ntd(
@@ -546,7 +578,7 @@ def denoise_ntd(
         iteration with the SURE twin, at most 1500 iterations). The paper
         uses 128 and 512 (about 1 s per Adam step at 256 x 256 on a CPU).
     lr : float, optional
-        ``method='dip'``: learning rate; ``None`` uses ``min(0.01, 0.16 / width)``
+        ``method='dip'``: learning rate; ``None`` uses ``min(0.005, 0.16 / width)``
         for Adam and ``1 / lambda_max(J J^T)`` for gradient descent.
 
     Returns

@@ -84,7 +84,7 @@ PAPER_WIDTH = {"unet": 128, "vanilla": 512}
 DEFAULT_MAX_ITER = {"adam": 1500, "gd": 3000, "adam+gd": 1500}
 #: Default Adam learning rate times the width (``lr = ADAM_LR_WIDTH / c``, capped).
 ADAM_LR_WIDTH = 0.16
-ADAM_LR_MAX = 1e-2
+ADAM_LR_MAX = 5e-3
 #: Adam iterations before switching to gradient descent (``"adam+gd"``, fixed n_iter).
 DEFAULT_ADAPT_ITER = 300
 #: Monte-Carlo SURE perturbation, relative to sigma.
@@ -114,7 +114,7 @@ class DIPConfig:
         Hidden channels ``c``; ``None`` uses :data:`DEFAULT_WIDTH` (32 for the
         U-Net, 64 for the vanilla CNN; the paper uses 128 and 512).
     lr : float or None
-        Learning rate. ``None``: Adam ``min(1e-2, 1/c)``; gradient descent
+        Learning rate. ``None``: Adam ``min(5e-3, 0.16/c)``; gradient descent
         ``1 / lambda_max(J J^T)`` at initialisation (``O(1/c)``).
     n_iter : int or 'auto'
         Fixed number of updates (the last iterate is returned), or ``'auto'``:
