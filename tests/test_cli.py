@@ -1,0 +1,104 @@
+"""The ``napari-ntd denoise`` command on temporary files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from skimage import data
+
+from napari_ntd._cli import build_parser, main
+
+FAST = ["--patch-size", "5", "--n-columns", "64", "--n-iter", "3", "--seed", "0", "--quiet"]
+
+
+@pytest.fixture
+def tiff(tmp_path):
+    clean = data.camera()[100:148, 200:248].astype(np.float64) * 200
+    noisy = clean + np.random.default_rng(0).normal(0, 2000, clean.shape)
+    img = np.clip(noisy, 0, 65535).astype(np.uint16)
+    path = tmp_path / "cells.tif"
+    tifffile.imwrite(path, img)
+    return path, img
+
+
+def test_uint16_tiff_to_float32(tiff, tmp_path):
+    src, img = tiff
+    dst = tmp_path / "out.tif"
+    assert main(["denoise", str(src), str(dst), *FAST]) == 0
+    out = tifffile.imread(dst)
+    assert out.dtype == np.float32 and out.shape == img.shape
+    # values keep the input's units (ADU), and the noise dropped
+    assert 0.5 * img.mean() < out.mean() < 1.5 * img.mean()
+    assert np.std(np.diff(out, axis=1)) < 0.7 * np.std(np.diff(img.astype(float), axis=1))
+    assert list(tmp_path.glob(".*part*")) == []  # no temporary leftovers
+
+
+def test_dtype_input_keeps_uint16(tiff, tmp_path):
+    src, _ = tiff
+    dst = tmp_path / "out16.tif"
+    assert main(["denoise", str(src), str(dst), "--dtype", "input", *FAST]) == 0
+    out = tifffile.imread(dst)
+    assert out.dtype == np.uint16
+    ref = tmp_path / "ref.tif"
+    assert main(["denoise", str(src), str(ref), "--dtype", "float32", *FAST]) == 0
+    expected = np.clip(np.rint(tifffile.imread(ref).astype(np.float64)), 0, 65535)
+    assert np.abs(out.astype(np.float64) - expected).max() <= 1
+
+
+def test_refuses_to_overwrite(tiff, tmp_path, capsys):
+    src, img = tiff
+    dst = tmp_path / "exists.tif"
+    dst.write_bytes(b"keep me")
+    assert main(["denoise", str(src), str(dst), *FAST]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert dst.read_bytes() == b"keep me"
+    # the input itself, too
+    assert main(["denoise", str(src), str(src), *FAST]) == 2
+    assert "refusing to overwrite the input" in capsys.readouterr().err
+    np.testing.assert_array_equal(tifffile.imread(src), img)
+    # unless asked
+    assert main(["denoise", str(src), str(dst), "--overwrite", *FAST]) == 0
+    assert tifffile.imread(dst).dtype == np.float32
+
+
+def test_batch_folder_and_glob(tiff, tmp_path):
+    _, img = tiff
+    tifffile.imwrite(tmp_path / "second.tif", img[::-1])
+    outdir = tmp_path / "den"
+    assert main(["denoise", str(tmp_path / "*.tif"), str(outdir), *FAST]) == 0
+    assert sorted(p.name for p in outdir.iterdir()) == ["cells.tif", "second.tif"]
+    outdir2 = tmp_path / "den2"
+    assert main(["denoise", str(tmp_path), str(outdir2), "--tile", "32", *FAST]) == 0
+    assert len(list(outdir2.iterdir())) == 2
+
+
+def test_png_keeps_uint8_and_poisson_option(tmp_path):
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(1)
+    img = rng.poisson(data.camera()[100:148, 200:248] / 8.0).astype(np.uint8)
+    src = tmp_path / "photons.png"
+    iio.imwrite(src, img)
+    dst = tmp_path / "out.png"
+    args = ["denoise", str(src), str(dst), "--noise-model", "poisson", "--gain", "1", *FAST]
+    assert main(args) == 0
+    out = iio.imread(dst)
+    assert out.dtype == np.uint8 and out.shape == img.shape
+
+
+def test_failures_exit_nonzero_without_partial_files(tmp_path, capsys):
+    src = tmp_path / "flat.tif"
+    tifffile.imwrite(src, np.zeros((8, 30), np.uint16))  # smaller than the patch
+    dst = tmp_path / "never.tif"
+    assert main(["denoise", str(src), str(dst), "--quiet"]) == 1
+    assert "smaller than the patch" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flat.tif"]
+    assert main(["denoise", str(tmp_path / "missing.tif"), str(dst)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["denoise", str(src), str(dst), "--gain", "2"]) == 2
+
+
+def test_demo_subcommand_still_there():
+    args = build_parser().parse_args(["demo", "--sigma", "10"])
+    assert args.command == "demo" and args.sigma == 10
