@@ -153,6 +153,21 @@ def _prepare(
     return np.ascontiguousarray(arr), out_dtype, compute
 
 
+def robust_center(img: np.ndarray) -> float | None:
+    """The offset subtracted before the kernel; ``None`` for a constant image.
+
+    Appendix I centres [0, 1] images at 0.5; in general we use the middle of
+    the robust (0.5-99.5 percentile) range. The kernel is homogeneous, so only
+    the offset matters, not the scale.
+    """
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    if hi <= lo:  # (almost everywhere) constant image
+        lo, hi = img.min(), img.max()
+        if hi <= lo:
+            return None
+    return float(0.5 * (lo + hi))
+
+
 def _estimate_sigma(img: np.ndarray) -> float:
     from skimage.restoration import estimate_sigma
 
@@ -409,15 +424,10 @@ def _iter_image(
         work = img
         sig = _estimate_sigma(img) if cfg.sigma is None else float(cfg.sigma)
 
-    lo, hi = np.percentile(work, [0.5, 99.5])
-    if hi <= lo:  # (almost everywhere) constant image
-        lo, hi = work.min(), work.max()
-        if hi <= lo:  # constant: nothing to filter
-            yield (1, 1)
-            return img.astype(np.float64)
-    # Appendix I centres [0, 1] images at 0.5: in general, the middle of the
-    # robust range. The kernel is homogeneous, so only the offset matters.
-    center = 0.5 * (lo + hi)
+    center = robust_center(work)
+    if center is None:  # constant: nothing to filter
+        yield (1, 1)
+        return img.astype(np.float64)
 
     tdtype = torch.float64 if compute == np.float64 else torch.float32
     rng = torch.Generator().manual_seed(int(seed))
