@@ -171,12 +171,18 @@ def choose_tile_shape(
     return shape
 
 
-def _starts(n: int, tile: int, overlap: int) -> list[int]:
-    """Evenly spread starts of tiles of size ``tile`` covering ``n`` with >= ``overlap``."""
+def _axis_tiles(n: int, tile: int, overlap: int) -> list[slice]:
+    """Fewest tiles of at most ``tile`` covering ``n`` with overlaps >= ``overlap``.
+
+    The tiles are shrunk to the smallest equal size that still covers the
+    axis (cost per tile grows ~ size^4), and spread evenly.
+    """
     if tile >= n:
-        return [0]
+        return [slice(0, n)]
     count = math.ceil((n - overlap) / (tile - overlap))
-    return [round(i * (n - tile) / (count - 1)) for i in range(count)]
+    size = min(tile, math.ceil((n + (count - 1) * overlap) / count))
+    starts = [round(i * (n - size) / (count - 1)) for i in range(count)]
+    return [slice(s0, s0 + size) for s0 in starts]
 
 
 def plan_tiles(
@@ -184,8 +190,7 @@ def plan_tiles(
 ) -> list[tuple[slice, ...]]:
     """Tiles (tuples of slices, C order) of at most ``tile_shape`` covering the image."""
     per_axis = [
-        [slice(s0, min(s0 + t, n)) for s0 in _starts(n, t, 2 * margin)]
-        for n, t in zip(spatial_shape, tile_shape, strict=True)
+        _axis_tiles(n, t, 2 * margin) for n, t in zip(spatial_shape, tile_shape, strict=True)
     ]
     grid = np.meshgrid(*[np.arange(len(a)) for a in per_axis], indexing="ij")
     return [
