@@ -1,0 +1,213 @@
+"""Quality, time and peak memory of denoise_ntd next to classical denoisers.
+
+Run by hand (not a test)::
+
+    python benchmarks/bench_denoise.py                      # 256^2 crops, sigma 15/25/50
+    python benchmarks/bench_denoise.py --sizes crop full --sigmas 25
+
+Each (method, image, sigma) runs in its own subprocess so that the peak RSS
+(``ru_maxrss``) is that method's alone; the wall time excludes imports.
+Prints a markdown table and writes it to ``benchmarks/results/``.
+
+Methods: NTD (``denoise_ntd`` defaults: Nystrom, MC-SURE stopping), NTD with
+the oracle-best t (same fit, clean image used to pick t: an upper bound for
+the stopping rule), skimage ``denoise_nl_means`` (fast mode, h = 0.8 sigma),
+``denoise_tv_chambolle`` (weight = sigma), ``denoise_wavelet`` (BayesShrink),
+and BM3D when the optional ``bm3d`` package is installed (non-commercial
+licence: a baseline only, never a dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+IMAGES = ("camera", "astronaut", "coffee")
+METHODS = ("ntd", "ntd-oracle", "nlm", "tv", "wavelet", "bm3d")
+
+
+def load(name: str, size: str) -> np.ndarray:
+    from skimage import data, img_as_float
+
+    img = img_as_float(getattr(data, name)())
+    if size == "crop":
+        h, w = img.shape[:2]
+        img = img[h // 2 - 128 : h // 2 + 128, w // 2 - 128 : w // 2 + 128]
+    return img
+
+
+def run_one(method: str, name: str, size: str, sigma255: float, seed: int) -> dict:
+    import torch
+    from skimage.metrics import peak_signal_noise_ratio as psnr
+
+    torch.set_num_threads(torch.get_num_threads())
+    clean = load(name, size)
+    sigma = sigma255 / 255
+    rng = np.random.default_rng(seed)
+    noisy = (clean + sigma * rng.standard_normal(clean.shape)).astype(np.float32)
+    ch = -1 if clean.ndim == 3 else None
+    start = time.perf_counter()
+    if method in ("ntd", "ntd-oracle"):
+        from napari_ntd import denoise_ntd
+
+        if method == "ntd":
+            out = denoise_ntd(noisy, sigma=sigma, channel_axis=ch, seed=seed)
+            extra = {}
+        else:
+            out, t = _ntd_oracle(noisy, clean, sigma, ch, seed)
+            extra = {"t": t}
+    elif method == "nlm":
+        from skimage.restoration import denoise_nl_means
+
+        out = denoise_nl_means(
+            noisy,
+            h=0.8 * sigma,
+            sigma=sigma,
+            fast_mode=True,
+            channel_axis=ch,
+            patch_size=5,
+            patch_distance=6,
+        )
+        extra = {}
+    elif method == "tv":
+        from skimage.restoration import denoise_tv_chambolle
+
+        out = denoise_tv_chambolle(noisy, weight=sigma, channel_axis=ch)
+        extra = {}
+    elif method == "wavelet":
+        from skimage.restoration import denoise_wavelet
+
+        out = denoise_wavelet(noisy, sigma=sigma, channel_axis=ch, rescale_sigma=True)
+        extra = {}
+    elif method == "bm3d":
+        import bm3d
+
+        out = bm3d.bm3d_rgb(noisy, sigma) if ch is not None else bm3d.bm3d(noisy, sigma)
+        extra = {}
+    else:
+        raise ValueError(method)
+    elapsed = time.perf_counter() - start
+    return {
+        "psnr": float(psnr(clean, np.clip(out, 0, 1), data_range=1)),
+        "noisy": float(psnr(clean, noisy, data_range=1)),
+        "time": elapsed,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **extra,
+    }
+
+
+def _ntd_oracle(noisy, clean, sigma, ch, seed):
+    """The default NTD fit, with t chosen on the clean image (per channel)."""
+    import torch
+
+    from napari_ntd._denoise import NTDConfig, iter_fit_plane, robust_center
+    from napari_ntd._twicing import error_curve, project, t_grid
+
+    img = noisy if ch is not None else noisy[..., None]
+    ref = clean if ch is not None else clean[..., None]
+    center = robust_center(img)
+    y = torch.from_numpy(img - center).permute(2, 0, 1).contiguous()
+    x = torch.from_numpy(ref - center).float().permute(2, 0, 1).reshape(img.shape[-1], -1)
+    gen = iter_fit_plane(
+        y, sigma, NTDConfig(n_iter=1, seed=seed), torch.Generator().manual_seed(seed)
+    )
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            fit = stop.value
+            break
+    ts = t_grid()
+    err = error_curve(fit.basis, fit.proj, project(fit.basis, x).coef, (x.double() ** 2).sum(1), ts)
+    t_best = ts[err.argmin(1).numpy()]
+    out = fit.output(t_best).permute(1, 2, 0).numpy() + center
+    return (out if ch is not None else out[..., 0]), [int(t) for t in t_best]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["crop"], choices=["crop", "full"])
+    parser.add_argument("--sigmas", nargs="+", type=float, default=[15, 25, 50])
+    parser.add_argument("--images", nargs="+", default=list(IMAGES), choices=IMAGES)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results/bench_denoise.md")
+    parser.add_argument("--one", nargs=4, metavar=("METHOD", "IMAGE", "SIZE", "SIGMA"))
+    args = parser.parse_args()
+    if args.one:
+        m, name, size, s = args.one
+        print(json.dumps(run_one(m, name, size, float(s), args.seed)))
+        return
+
+    try:
+        import bm3d  # noqa: F401
+    except ImportError:
+        args.methods = [m for m in args.methods if m != "bm3d"]
+    rows = []
+    header = "| image | size | sigma | noisy | " + " | ".join(args.methods) + " |"
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, "
+        f"python {platform.python_version()}; PSNR dB / wall s / peak RSS MB",
+        "",
+        header,
+        "|" + "---|" * (4 + len(args.methods)),
+    ]
+    print("\n".join(lines), flush=True)
+    for size in args.sizes:
+        for name in args.images:
+            for s in args.sigmas:
+                cells, noisy = [], None
+                for m in args.methods:
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        "--seed",
+                        str(args.seed),
+                        "--one",
+                        m,
+                        name,
+                        size,
+                        str(s),
+                    ]
+                    res = subprocess.run(cmd, capture_output=True, text=True)
+                    if res.returncode:
+                        cells.append("error")
+                        print(res.stderr[-2000:], file=sys.stderr)
+                        continue
+                    r = json.loads(res.stdout.strip().splitlines()[-1])
+                    noisy = r["noisy"]
+                    rows.append({"method": m, "image": name, "size": size, "sigma": s, **r})
+                    cells.append(f"{r['psnr']:.2f} / {r['time']:.1f} / {r['rss_mb']:.0f}")
+                shape = "x".join(map(str, load(name, size).shape))
+                line = f"| {name} | {shape} | {s:g} | {noisy:.2f} | " + " | ".join(cells) + " |"
+                lines.append(line)
+                print(line, flush=True)
+    # means per method
+    means = []
+    for m in args.methods:
+        sel = [r for r in rows if r["method"] == m]
+        if sel:
+            means.append(
+                f"{np.mean([r['psnr'] for r in sel]):.2f} / {np.mean([r['time'] for r in sel]):.1f}"
+                f" / {max(r['rss_mb'] for r in sel):.0f}"
+            )
+        else:
+            means.append("-")
+    lines.append("| **mean** | | | | " + " | ".join(means) + " |")
+    print(lines[-1])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    (out.with_suffix(".json")).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
