@@ -172,15 +172,16 @@ def choose_tile_shape(
 
 
 def _axis_tiles(n: int, tile: int, overlap: int) -> list[slice]:
-    """Fewest tiles of at most ``tile`` covering ``n`` with overlaps >= ``overlap``.
+    """Fewest tiles of size ``tile`` covering ``n`` with overlaps >= ``overlap``.
 
-    The tiles are shrunk to the smallest equal size that still covers the
-    axis (cost per tile grows ~ size^4), and spread evenly.
+    The tiles keep the requested size (their non-locality and column count;
+    shrinking 256 to 186 on a 512 axis cost 0.8 dB) and are spread evenly,
+    so overlaps may exceed ``overlap``.
     """
     if tile >= n:
         return [slice(0, n)]
     count = math.ceil((n - overlap) / (tile - overlap))
-    size = min(tile, math.ceil((n + (count - 1) * overlap) / count))
+    size = tile
     starts = [round(i * (n - size) / (count - 1)) for i in range(count)]
     return [slice(s0, s0 + size) for s0 in starts]
 
