@@ -35,6 +35,10 @@ MAX_COLUMNS = 6000
 #: Relative size of the Monte-Carlo SURE perturbation (times sigma).
 SURE_EPS = 1e-2
 
+#: Range of the centred image's largest deviation computed as is; outside it
+#: the image is rescaled to ~1 first (patch products would over/underflow).
+SAFE_SPREAD = (1e-6, 1e6)
+
 
 @dataclass(frozen=True)
 class NTDConfig:
@@ -429,19 +433,28 @@ def _iter_image(
         yield (1, 1)
         return img.astype(np.float64)
 
+    itemsize = np.dtype(compute).itemsize
+    tiles = _tiling.choose_tile_shape(
+        img.shape[:-1], img.shape[-1], cfg, itemsize, tile_shape, max_memory
+    )
+    piece = img.shape[:-1] if tiles is None else tiles
+    _tiling.check_memory(piece, img.shape[-1], cfg, itemsize, max_memory, tile_shape is not None)
+
+    # The filter is scale-invariant: extreme value ranges, whose patch products
+    # would over- or underflow, are brought to ~1 and the result scaled back.
+    spread = max(abs(float(work.max()) - center), abs(float(work.min()) - center))
+    scale = 1.0 if SAFE_SPREAD[0] <= spread <= SAFE_SPREAD[1] else spread
+    centred = work - center if scale == 1.0 else (work.astype(np.float64) - center) / scale
     tdtype = torch.float64 if compute == np.float64 else torch.float32
     rng = torch.Generator().manual_seed(int(seed))
-    y = torch.from_numpy(work - center).to(device=device, dtype=tdtype)
+    y = torch.from_numpy(centred).to(device=device, dtype=tdtype)
     y = y.permute(nd, *range(nd)).contiguous()
     core = iter_denoise_plane if nd == 2 else _stacks.iter_denoise_volume
-    tiles = _tiling.choose_tile_shape(
-        img.shape[:-1], img.shape[-1], cfg, np.dtype(compute).itemsize, tile_shape, max_memory
-    )
     if tiles is None:
-        z = yield from core(y, sig, cfg, rng)
+        z = yield from core(y, sig / scale, cfg, rng)
     else:
-        z = yield from _tiling.iter_tiled(y, sig, cfg, rng, core, tiles)
-    out = z.permute(*range(1, nd + 1), 0).cpu().numpy().astype(np.float64) + center
+        z = yield from _tiling.iter_tiled(y, sig / scale, cfg, rng, core, tiles)
+    out = z.permute(*range(1, nd + 1), 0).cpu().numpy().astype(np.float64) * scale + center
     if noise.kind != "gaussian":
         out = _vst.gat_inverse(out, noise)
     return out

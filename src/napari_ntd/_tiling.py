@@ -34,6 +34,8 @@ __all__ = [
     "tile_margin",
     "normalize_tile_shape",
     "choose_tile_shape",
+    "MemoryBudgetError",
+    "check_memory",
     "plan_tiles",
     "tile_weights",
     "iter_tiled",
@@ -95,9 +97,61 @@ def estimate_memory(spatial_shape: Sequence[int], channels: int, cfg: Any, items
         )
     elif cfg.method == "exact":
         work = 3 * d * d * 8
+    elif cfg.method == "dip" and getattr(cfg, "dip", None) is not None:
+        # activations kept for backward and their gradients (~16 per hidden
+        # channel and pixel over the U-Net's levels); the vanilla CNN: its
+        # two hidden maps and the im2col buffer of the r x r convolution
+        per_pixel = 16 * cfg.dip.c
+        if cfg.dip.architecture == "vanilla":
+            per_pixel = 4 * cfg.dip.c + n0
+        work = passes * d * per_pixel * itemsize
     else:
         work = 0
     return int(images + work)
+
+
+class MemoryBudgetError(MemoryError, ValueError):
+    """The estimated peak memory exceeds ``max_memory`` and tiling cannot fix it."""
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def check_memory(
+    piece_shape: Sequence[int],
+    channels: int,
+    cfg: Any,
+    itemsize: int,
+    max_memory: int,
+    explicit_tiles: bool,
+) -> None:
+    """Raise :class:`MemoryBudgetError` if one piece (image or tile) needs more than the budget.
+
+    Called after :func:`choose_tile_shape`: automatic tiling already went down to
+    its smallest tile, so what remains over budget needs the user's decision.
+    """
+    need = estimate_memory(piece_shape, channels, cfg, itemsize)
+    if need <= max_memory:
+        return
+    if explicit_tiles:
+        hint = "a smaller tile_shape"
+    elif cfg.method == "exact":
+        hint = "method='nystrom'"
+    elif cfg.method == "dip":
+        hint = "a smaller width"
+    else:
+        hint = "fewer n_columns, a smaller rank or a fixed n_iter"
+    size = " x ".join(map(str, piece_shape))
+    raise MemoryBudgetError(
+        f"method={cfg.method!r} needs about {_human(need)} for a piece of {size} pixels "
+        f"({channels} channel(s)), more than max_memory={_human(max_memory)}; pass "
+        f"max_memory={math.ceil(need / 2**20)}MiB or more, or use {hint}"
+    )
 
 
 def tile_margin(patch_size: int) -> int:
