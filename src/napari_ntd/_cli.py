@@ -156,9 +156,15 @@ def _denoise_files(args: argparse.Namespace) -> int:
                 if dtype is None:  # auto
                     dtype = np.float32 if dst.suffix.lower() in TIFF_SUFFIXES else image.dtype
                 write_image(dst, to_dtype(result, dtype))
-            except (ValueError, TypeError, NotImplementedError, OSError) as err:
+            except Exception as err:  # one bad file must not lose the batch
                 failures += 1
-                bar.write(f"napari-ntd: error: {src}: {err}", file=sys.stderr)
+                known = isinstance(err, (ValueError, TypeError, NotImplementedError, OSError))
+                what = str(err) if known else f"{type(err).__name__}: {err}"
+                bar.write(f"napari-ntd: error: {src}: {what}", file=sys.stderr)
+                if args.stop_on_error:
+                    left = len(inputs) - i - 1
+                    print(f"napari-ntd: stopping ({left} files not processed)", file=sys.stderr)
+                    return 1
                 continue
             bar.n = (i + 1) * scale
             bar.refresh()
@@ -223,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     den.add_argument("--seed", type=int, default=None, help="seed (image k of a stack: seed+k)")
     den.add_argument("--quiet", action="store_true", help="no progress bar or per-file lines")
+    den.add_argument(
+        "--stop-on-error",
+        action="store_true",
+        help="stop at the first failing file (default: report it and go on)",
+    )
     den.set_defaults(func=_denoise_files)
     return parser
 
