@@ -228,6 +228,31 @@ def test_closed_form_twicing_equals_iteration(noisy_camera):
             torch.testing.assert_close(closed, z, rtol=1e-9, atol=1e-10)
 
 
+def test_nystrom_twicing_equals_iterating_the_nystrom_matrix(noisy_camera):
+    """Closed-form twicing in the returned basis == eq. (5) iterated with the
+    Nystrom matrix W = C A^-1 C^T (appendix G), built here independently from
+    exact kernel columns and scaled so that its largest eigenvalue is 1."""
+    y = _centred(noisy_camera)
+    d = y.numel()
+    cols = torch.randperm(d, generator=torch.Generator().manual_seed(2))[:60]
+    k = exact_kernel(y, 5)
+    c = k[:, cols]
+    w = c @ torch.linalg.solve(k[cols][:, cols], c.T)
+    w = w / torch.linalg.eigvalsh(w).max()
+    basis = _run(nystrom_basis(y, cols, patch_size=5, rank=None))
+    assert basis.vectors.shape[1] == 60
+    gram = basis.vectors.T @ basis.vectors
+    torch.testing.assert_close(gram, torch.eye(60, dtype=gram.dtype), atol=1e-8, rtol=0)
+    yf = y.reshape(1, -1)
+    proj = project(basis, yf)
+    z = torch.zeros_like(yf[0])
+    for t in range(1, 21):
+        z = z + w @ (yf[0] - z)
+        if t in (1, 5, 20):
+            closed = apply(basis, proj, np.array([t]))[0]
+            torch.testing.assert_close(closed, z, rtol=1e-7, atol=1e-8)
+
+
 def test_error_curve_matches_direct_computation(noisy_camera):
     clean, _, _ = noisy_camera
     y = _centred(noisy_camera)

@@ -113,6 +113,9 @@ def nystrom_basis(
     Theta_dm v~_i`` and ``lambda_i = d/m l~_i``, then eigenvalues are scaled
     so that the largest is 1. ``Theta_dm`` is never stored: it is computed in
     blocks of rows and multiplied straight away by the ``m x k`` projection.
+    The returned basis is the exact (orthonormal) eigenbasis of the Nystrom
+    matrix ``W = sum_i lambda_i v_i v_i^T`` (see :func:`_orthonormal_basis`),
+    so that closed-form twicing equals eq. (5) iterated with that ``W``.
     """
     _, h, w = x.shape
     r = patch_size
@@ -146,8 +149,33 @@ def nystrom_basis(
         sq_b = (p_b * p_b).sum(1)
         vectors[r0 * w : r1 * w] = ntk_block(p_b, p_m, sq_b, sq_m) @ proj
         yield
-    values = (evals / top).to(x.dtype)
-    return Basis(vectors=vectors, values=values)
+    return _orthonormal_basis(vectors, evals / top, block_pixels)
+
+
+def _orthonormal_basis(v: torch.Tensor, lam: torch.Tensor, block: int) -> Basis:
+    """Exact eigenpairs of the Nystrom filter ``W = V diag(lam) V^T``, in place.
+
+    The extended vectors of eq. (71) are only approximately orthonormal, so
+    ``V g(lam) V^T y`` is not the twicing of ``W``. With ``B = V diag(lam)^1/2``
+    (``W = B B^T``) and ``B^T B = U S U^T``, the eigenvectors of ``W`` are
+    ``B U S^-1/2`` with eigenvalues ``S``; then twicing in this basis equals
+    iterating ``z <- z + W (y - z)`` (eq. 5) with the Nystrom matrix exactly.
+    Costs ``O(d k^2)``; ``v`` is overwritten block by block.
+    """
+    scale = lam.sqrt()  # float64
+    gram = torch.zeros((v.shape[1],) * 2, dtype=torch.float64, device=v.device)
+    for i0 in range(0, v.shape[0], block * 8):
+        b = v[i0 : i0 + block * 8].double() * scale
+        gram += b.T @ b
+    s, u = torch.linalg.eigh(gram)
+    s, u = s.flip(0), u.flip(1)
+    keep = int((s > _eig_tolerance(v.dtype) * s[0]).sum())
+    s, u = s[:keep], u[:, :keep]
+    rot = (scale[:, None] * u / s.sqrt()).to(v.dtype)  # (k, keep)
+    out = torch.empty((v.shape[0], keep), dtype=v.dtype, device=v.device)
+    for i0 in range(0, v.shape[0], block * 8):
+        out[i0 : i0 + block * 8] = v[i0 : i0 + block * 8] @ rot
+    return Basis(vectors=out, values=(s / s[0]).to(v.dtype))
 
 
 def nystrom_steps(height: int, width: int, m: int, block_pixels: int = 4096) -> int:
