@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ._kernel import ntk_from_gram
-from ._nystrom import Basis, _eig_tolerance, _top_eigh, n_blocks
+from ._nystrom import Basis, _eig_tolerance, _orthonormal_basis, _top_eigh, n_blocks
 
 __all__ = ["patches_at_3d", "nystrom_basis_3d", "nystrom_steps_3d"]
 
@@ -91,4 +91,5 @@ def nystrom_basis_3d(
         sq_b = (p_b * p_b).sum(1)
         vectors[i0:i1] = ntk_from_gram(p_b @ p_m.T, sq_b, sq_m, n0) @ proj
         yield
-    return Basis(vectors=vectors, values=(evals / top).to(x.dtype))
+    # the exact eigenbasis of the Nystrom matrix, as in 2D
+    return _orthonormal_basis(vectors, evals / top, block_pixels)
