@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from . import _dask, _nystrom, _stacks, _tiling, _twicing, _vst
+from ._kernel import patch_sq_norms
 from ._progress import make_reporter
 
 __all__ = ["denoise_ntd", "iter_denoise_ntd", "NTDConfig", "METHODS", "EXACT_MAX_PIXELS"]
@@ -176,12 +178,13 @@ def _estimate_sigma(img: np.ndarray) -> float:
     from skimage.restoration import estimate_sigma
 
     multichannel = img.shape[-1] > 1
-    sig = estimate_sigma(
-        img if multichannel else img[..., 0],
-        channel_axis=-1 if multichannel else None,
-        average_sigmas=True,
-    )
-    return float(sig)
+    with warnings.catch_warnings():  # a constant channel: NaN and "mean of empty slice"
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sig = estimate_sigma(
+            img if multichannel else img[..., 0], channel_axis=-1 if multichannel else None
+        )
+    sigmas = [s for s in np.atleast_1d(sig) if np.isfinite(s)]
+    return float(np.mean(sigmas)) if sigmas else 0.0
 
 
 def _counted(gen: Generator[None, None, Any], counter: list[int], total: int):
@@ -244,8 +247,14 @@ def iter_fit_plane(
         def make_basis(x):
             return _nystrom.exact_basis(x, patch_size=cfg.patch_size)
     else:
-        m = cfg.columns(d)
-        columns = torch.randperm(d, generator=rng)[:m].to(dev)
+        # uniformly random pixels (appendix G), among those whose patch is not
+        # zero: a zero patch has a zero kernel column and adds nothing
+        informative = torch.nonzero(patch_sq_norms(y, cfg.patch_size) > 0).flatten().cpu()
+        if informative.numel() == 0:
+            informative = torch.arange(d)
+        m = min(cfg.columns(d), informative.numel())
+        pick = torch.randperm(informative.numel(), generator=rng)[:m]
+        columns = informative[pick].to(dev)
         per_pass = _nystrom.nystrom_steps(h, w, m, cfg.block_pixels)
 
         def make_basis(x):

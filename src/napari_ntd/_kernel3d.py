@@ -17,7 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from ._kernel import ntk_from_gram
-from ._nystrom import Basis, _eig_tolerance, _orthonormal_basis, _top_eigh, n_blocks
+from ._nystrom import (
+    Basis,
+    _eig_tolerance,
+    _orthonormal_basis,
+    _top_eigh,
+    empty_basis,
+    n_blocks,
+)
 
 __all__ = ["patches_at_3d", "nystrom_basis_3d", "nystrom_steps_3d"]
 
@@ -76,8 +83,8 @@ def nystrom_basis_3d(
     del k_mm
     yield
     top = evals[0].item()
-    if not top > 0:
-        raise FloatingPointError("the NTK of this volume is zero (all patches are zero)")
+    if not top > 0:  # all sampled patches are zero: no filter (output 0)
+        return empty_basis(x, d)
     keep = int((evals > _eig_tolerance(x.dtype) * top).sum())
     if rank is not None:
         keep = min(keep, rank)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ._kernel import exact_kernel, ntk_block
 
-__all__ = ["Basis", "exact_basis", "nystrom_basis", "n_blocks", "patches_at"]
+__all__ = ["Basis", "empty_basis", "exact_basis", "n_blocks", "nystrom_basis", "patches_at"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,11 @@ class Basis:
 
     vectors: torch.Tensor
     values: torch.Tensor
+
+
+def empty_basis(x: torch.Tensor, d: int) -> Basis:
+    """The basis of a zero filter (all patches zero): twicing then outputs 0."""
+    return Basis(vectors=x.new_zeros((d, 0)), values=x.new_zeros(0))
 
 
 def n_blocks(n: int, block: int) -> int:
@@ -135,8 +140,8 @@ def nystrom_basis(
     del k_mm
     yield
     top = evals[0].item()
-    if not top > 0:
-        raise FloatingPointError("the NTK of this image is zero (all patches are zero)")
+    if not top > 0:  # all sampled patches are zero: no filter (output 0)
+        return empty_basis(x, d)
     keep = int((evals > _eig_tolerance(x.dtype) * top).sum())
     if rank is not None:
         keep = min(keep, rank)
@@ -191,8 +196,8 @@ def exact_basis(x: torch.Tensor, *, patch_size: int) -> Generator[None, None, Ba
     yield
     evals, evecs = evals.flip(0), evecs.flip(1)
     top = evals[0].item()
-    if not top > 0:
-        raise FloatingPointError("the NTK of this image is zero (all patches are zero)")
+    if not top > 0:  # the centred image is zero: no filter (output 0)
+        return empty_basis(x, k.shape[0])
     evals = evals.clamp_min(0.0)
     return Basis(vectors=evecs.to(x.dtype), values=(evals / top).to(x.dtype))
 
