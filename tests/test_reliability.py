@@ -283,6 +283,27 @@ def test_big_endian_equals_native(be, native, out_dtype):
     np.testing.assert_array_equal(out, ref)
 
 
+def test_constant_channel_does_not_break_sigma_estimate():
+    # estimate_sigma gives NaN for a constant channel; it used to reach MC-SURE
+    img = np.zeros((11, 11, 2), bool)
+    img[[4, 8, 10], [4, 8, 10], 0] = True
+    for method in METHODS:
+        opts = {**FAST[method], "n_iter": "auto"} if method == "nystrom" else FAST[method]
+        out = denoise_ntd(img, method=method, channel_axis=-1, patch_size=3, **opts)
+        assert np.isfinite(out).all() and out.shape == img.shape
+
+
+def test_diverging_gradient_descent_raises_instead_of_nan():
+    w = 15  # a low-contrast step, a width-4 U-Net: 1 / lambda_max is far too large
+    img = np.where(np.arange(w) < w // 2, 4, 3) * np.ones((11, 1))
+    img = np.repeat(img[..., None], 2, -1).astype(np.uint8)
+    kw = {"method": "dip", "channel_axis": -1, "patch_size": 5, "width": 4, "seed": 0}
+    with pytest.raises(FloatingPointError, match=r"diverged.*smaller lr"):
+        denoise_ntd(img, optimizer="gd", n_iter=3, **kw)
+    out = denoise_ntd(img, optimizer="gd", n_iter=3, lr=1.0, **kw)
+    assert np.isfinite(out).all()
+
+
 # --- cancellation and isolation -------------------------------------------------
 
 

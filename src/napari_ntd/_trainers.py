@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -89,6 +90,8 @@ ADAM_LR_MAX = 5e-3
 DEFAULT_ADAPT_ITER = 300
 #: Monte-Carlo SURE perturbation, relative to sigma.
 SURE_EPS = 0.3
+#: Training has diverged when the loss exceeds this many times its initial value.
+DIVERGED = 1e6
 #: Smallest image side for the U-Net (three 2x downsamplings).
 MIN_SIDE = {"unet": UNET_MULTIPLE, "vanilla": 1}
 
@@ -414,6 +417,15 @@ def iter_dip(
             zs = [run.output(grad) for run in runs]
             z = zs[0].detach()
             loss = float(((y - z).double() ** 2).mean())
+            if k == 0:
+                first_loss = loss
+            if not loss <= DIVERGED * max(first_loss, 1e-300):  # also catches NaN
+                lr = runs[0].opt.param_groups[0]["lr"]
+                raise FloatingPointError(
+                    f"DIP training diverged at iteration {n_updates} ({kind}: loss {loss:.3g}, "
+                    f"initially {first_loss:.3g}); pass a smaller lr than {lr:.3g}, or a "
+                    "wider network"
+                )
             sure = sure_value(y, z, zs[1].detach(), probe, sigma, eps) if auto else None
             yield DIPStep(n_updates, total, loss, sure, z, kind)
             if select and sure < best[0]:
@@ -533,7 +545,10 @@ def estimate_sigma(y: torch.Tensor) -> float:
     from skimage.restoration import estimate_sigma as _est
 
     arr = y.detach().cpu().double().numpy()
-    return float(np.mean([_est(ch) for ch in arr]))
+    with warnings.catch_warnings():  # a constant channel: NaN and "mean of empty slice"
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sigmas = [s for s in (_est(ch) for ch in arr) if np.isfinite(s)]
+    return float(np.mean(sigmas)) if sigmas else 0.0
 
 
 def iter_dip_plane(
