@@ -10,21 +10,12 @@ eigenimages by the Nystrom extension, in blocks of voxels.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Generator
 
 import torch
 import torch.nn.functional as F
 
-from ._kernel import ntk_from_gram
-from ._nystrom import (
-    Basis,
-    _eig_tolerance,
-    _orthonormal_basis,
-    _top_eigh,
-    empty_basis,
-    n_blocks,
-)
+from ._nystrom import Basis, n_blocks, nystrom_from_patches
 
 __all__ = ["patches_at_3d", "nystrom_basis_3d", "nystrom_steps_3d"]
 
@@ -63,40 +54,23 @@ def nystrom_basis_3d(
     Same algorithm and return value as :func:`napari_ntd._nystrom.nystrom_basis`
     (appendix G), with zero-padded ``r x r x r`` patches.
     """
-    c, dz, h, w = x.shape
+    _, dz, h, w = x.shape
     shape = (dz, h, w)
     r = patch_size
     d = dz * h * w
-    m = columns.numel()
-    n0 = c * r**3
     pad = r // 2
     xpad = F.pad(x, (pad, pad, pad, pad, pad, pad))
-    p_m = patches_at_3d(xpad, columns, shape, r)
-    sq_m = (p_m * p_m).sum(1)
-
-    k_mm = torch.empty((m, m), dtype=x.dtype, device=x.device)
-    for i0 in range(0, m, block_pixels):
-        i1 = min(i0 + block_pixels, m)
-        k_mm[i0:i1] = ntk_from_gram(p_m[i0:i1] @ p_m.T, sq_m[i0:i1], sq_m, n0)
-        yield
-    evals, evecs = _top_eigh(0.5 * (k_mm + k_mm.T), rank)
-    del k_mm
-    yield
-    top = evals[0].item()
-    if not top > 0:  # all sampled patches are zero: no filter (output 0)
-        return empty_basis(x, d)
-    keep = int((evals > _eig_tolerance(x.dtype) * top).sum())
-    if rank is not None:
-        keep = min(keep, rank)
-    evals, evecs = evals[:keep], evecs[:, :keep]
-    proj = (evecs / evals * math.sqrt(m / d)).to(x.dtype)
-
-    vectors = torch.empty((d, keep), dtype=x.dtype, device=x.device)
-    for i0 in range(0, d, block_pixels):
-        i1 = min(i0 + block_pixels, d)
-        p_b = patches_at_3d(xpad, torch.arange(i0, i1, device=x.device), shape, r)
-        sq_b = (p_b * p_b).sum(1)
-        vectors[i0:i1] = ntk_from_gram(p_b @ p_m.T, sq_b, sq_m, n0) @ proj
-        yield
-    # the exact eigenbasis of the Nystrom matrix, as in 2D
-    return _orthonormal_basis(vectors, evals / top, block_pixels)
+    rows = (
+        (
+            slice(i0, min(i0 + block_pixels, d)),
+            patches_at_3d(
+                xpad, torch.arange(i0, min(i0 + block_pixels, d), device=x.device), shape, r
+            ),
+        )
+        for i0 in range(0, d, block_pixels)
+    )
+    return (
+        yield from nystrom_from_patches(
+            patches_at_3d(xpad, columns, shape, r), rows, d, rank=rank, block_pixels=block_pixels
+        )
+    )

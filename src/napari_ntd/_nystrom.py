@@ -11,7 +11,7 @@ generator's value (``basis = yield from nystrom_basis(...)``).
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +19,15 @@ import torch.nn.functional as F
 
 from ._kernel import exact_kernel, ntk_block
 
-__all__ = ["Basis", "empty_basis", "exact_basis", "n_blocks", "nystrom_basis", "patches_at"]
+__all__ = [
+    "Basis",
+    "empty_basis",
+    "exact_basis",
+    "n_blocks",
+    "nystrom_basis",
+    "nystrom_from_patches",
+    "patches_at",
+]
 
 
 @dataclass(frozen=True)
@@ -124,14 +132,36 @@ def nystrom_basis(
     """
     _, h, w = x.shape
     r = patch_size
-    d = h * w
-    m = columns.numel()
     pad = r // 2
     xpad = F.pad(x, (pad, pad, pad, pad))
-    p_m = patches_at(xpad, columns, w, r)
-    sq_m = (p_m * p_m).sum(1)
+    rows = (
+        (slice(r0 * w, r1 * w), F.unfold(xpad[None, :, r0 : r1 + 2 * pad], kernel_size=r)[0].T)
+        for r0, r1 in _row_slabs(h, w, block_pixels)
+    )
+    return (
+        yield from nystrom_from_patches(
+            patches_at(xpad, columns, w, r), rows, h * w, rank=rank, block_pixels=block_pixels
+        )
+    )
 
-    k_mm = torch.empty((m, m), dtype=x.dtype, device=x.device)
+
+def nystrom_from_patches(
+    p_m: torch.Tensor,
+    row_blocks: Iterable[tuple[slice, torch.Tensor]],
+    d: int,
+    *,
+    rank: int | None,
+    block_pixels: int,
+) -> Generator[None, None, Basis]:
+    """Appendix G from patches: the core shared by 2D and 3D (``_kernel3d``) patches.
+
+    ``p_m`` holds the ``m`` column patches; ``row_blocks`` yields
+    ``(rows, patches)`` covering all ``d`` pixels, computed lazily so that
+    only one block of patches and of kernel rows exists at a time.
+    """
+    m = p_m.shape[0]
+    sq_m = (p_m * p_m).sum(1)
+    k_mm = torch.empty((m, m), dtype=p_m.dtype, device=p_m.device)
     for i0 in range(0, m, block_pixels):
         i1 = min(i0 + block_pixels, m)
         k_mm[i0:i1] = ntk_block(p_m[i0:i1], p_m, sq_m[i0:i1], sq_m)
@@ -141,18 +171,17 @@ def nystrom_basis(
     yield
     top = evals[0].item()
     if not top > 0:  # all sampled patches are zero: no filter (output 0)
-        return empty_basis(x, d)
-    keep = int((evals > _eig_tolerance(x.dtype) * top).sum())
+        return empty_basis(p_m, d)
+    keep = int((evals > _eig_tolerance(p_m.dtype) * top).sum())
     if rank is not None:
         keep = min(keep, rank)
     evals, evecs = evals[:keep], evecs[:, :keep]
-    proj = (evecs / evals * math.sqrt(m / d)).to(x.dtype)
+    proj = (evecs / evals * math.sqrt(m / d)).to(p_m.dtype)
 
-    vectors = torch.empty((d, keep), dtype=x.dtype, device=x.device)
-    for r0, r1 in _row_slabs(h, w, block_pixels):
-        p_b = F.unfold(xpad[None, :, r0 : r1 + 2 * pad], kernel_size=r)[0].T
+    vectors = torch.empty((d, keep), dtype=p_m.dtype, device=p_m.device)
+    for rows, p_b in row_blocks:
         sq_b = (p_b * p_b).sum(1)
-        vectors[r0 * w : r1 * w] = ntk_block(p_b, p_m, sq_b, sq_m) @ proj
+        vectors[rows] = ntk_block(p_b, p_m, sq_b, sq_m) @ proj
         yield
     return _orthonormal_basis(vectors, evals / top, block_pixels)
 
