@@ -1,0 +1,139 @@
+"""The napari widget in a real viewer (Qt under Xvfb via pytest-xvfb)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data, img_as_float
+from skimage.metrics import peak_signal_noise_ratio as psnr
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+SIGMA = 0.1
+
+
+@pytest.fixture
+def clean():
+    return img_as_float(data.camera())[100:148, 200:248]
+
+
+@pytest.fixture
+def noisy(clean):
+    return clean + SIGMA * np.random.default_rng(0).standard_normal(clean.shape)
+
+
+@pytest.fixture
+def viewer_widget(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-ntd", "Neural tangent denoiser")
+    widget.iter_auto.value = True
+    return viewer, widget
+
+
+def _run(qtbot, widget, layer):
+    widget.reset_choices()
+    widget.image.value = layer
+    widget.run_button.clicked.emit()
+    assert widget.running and not widget.run_button.enabled
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert widget.run_button.enabled
+
+
+def test_widget_denoises_into_new_layer(qtbot, viewer_widget, clean, noisy):
+    viewer, widget = viewer_widget
+    layer = viewer.add_image(noisy, name="cam", scale=(2.0, 3.0), translate=(5.0, 7.0))
+    _run(qtbot, widget, layer)
+    out = viewer.layers["cam denoised"]
+    assert psnr(clean, out.data, data_range=1) > psnr(clean, noisy, data_range=1) + 2
+    np.testing.assert_array_equal(out.scale, layer.scale)
+    np.testing.assert_array_equal(out.translate, layer.translate)
+    np.testing.assert_array_equal(layer.data, noisy)  # source untouched
+
+
+def test_widget_rgb(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    clean = img_as_float(data.astronaut())[30:70, 180:220]
+    noisy = np.clip(clean + SIGMA * np.random.default_rng(1).standard_normal(clean.shape), 0, 1)
+    layer = viewer.add_image(noisy, name="rgb", rgb=True)
+    _run(qtbot, widget, layer)
+    out = viewer.layers["rgb denoised"]
+    assert out.rgb and out.data.shape == noisy.shape
+    assert psnr(clean, out.data, data_range=1) > psnr(clean, noisy, data_range=1) + 2
+
+
+def test_widget_stack_slice_by_slice_and_current_slice(qtbot, viewer_widget, clean, noisy):
+    viewer, widget = viewer_widget
+    stack = np.stack([noisy, noisy[::-1], noisy[:, ::-1]])
+    truth = np.stack([clean, clean[::-1], clean[:, ::-1]])
+    layer = viewer.add_image(stack, name="stack", scale=(4.0, 1.0, 1.0))
+    steps = []
+    widget.scope.value = "whole stack"
+    widget.reset_choices()
+    widget.image.value = layer
+    widget.run_button.clicked.emit()
+    widget._worker.yielded.connect(steps.append)
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    out = viewer.layers["stack denoised"]
+    assert out.data.shape == stack.shape
+    np.testing.assert_array_equal(out.scale, layer.scale)
+    for k in range(3):
+        assert (
+            psnr(truth[k], out.data[k], data_range=1) > psnr(truth[k], stack[k], data_range=1) + 2
+        )
+    assert steps and steps[-1][0] == steps[-1][1] and len(steps) >= 3  # per-slice progress
+
+    viewer.layers.remove(out)
+    viewer.dims.set_point(0, 8.0)  # world z = 8 -> slice 2 with scale 4
+    widget.scope.value = "current slice"
+    _run(qtbot, widget, layer)
+    one = viewer.layers["stack denoised"]
+    assert one.data.shape == clean.shape
+    assert psnr(truth[2], one.data, data_range=1) > psnr(truth[2], stack[2], data_range=1) + 2
+
+
+def test_widget_in_place_and_restore(qtbot, viewer_widget, clean, noisy):
+    viewer, widget = viewer_widget
+    original = (np.clip(noisy, 0, 1) * 255).astype(np.uint8)
+    layer = viewer.add_image(original.copy(), name="u8")
+    widget.output.value = "in place"
+    _run(qtbot, widget, layer)
+    assert len(viewer.layers) == 1
+    assert layer.data.dtype == np.float64
+    assert psnr(clean, layer.data, data_range=1) > psnr(clean, original / 255, data_range=1) + 2
+    assert layer.contrast_limits[1] <= 1.5  # reset for the float result
+    widget.restore_button.clicked.emit()
+    np.testing.assert_array_equal(layer.data, original)
+
+
+def test_widget_cancel_leaves_layer_unchanged(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    stack = np.random.default_rng(2).random((8, 64, 64)).astype(np.float32)
+    layer = viewer.add_image(stack.copy(), name="big")
+    widget.scope.value = "whole stack"
+    widget.output.value = "in place"
+    widget.reset_choices()
+    widget.image.value = layer
+    widget.run_button.clicked.emit()
+    first = []
+    widget._worker.yielded.connect(lambda s: first.append(s) or widget.cancel())
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert first  # it had started
+    np.testing.assert_array_equal(layer.data, stack)
+    assert [lay.name for lay in viewer.layers] == ["big"]
+    assert "cancelled" in widget.status.value
+
+
+def test_widget_errors_become_notifications(qtbot, viewer_widget, monkeypatch):
+    from napari.utils import notifications
+
+    viewer, widget = viewer_widget
+    shown = []
+    monkeypatch.setattr(notifications, "show_error", lambda msg: shown.append(msg))
+    assert widget.image.value is None  # no layer yet
+    widget.run()
+    assert shown and "select an image layer" in shown[-1]
+    layer = viewer.add_image(np.random.default_rng(3).random((8, 8)), name="tiny")
+    _run(qtbot, widget, layer)
+    assert any("smaller than the patch" in m for m in shown)
+    assert [lay.name for lay in viewer.layers] == ["tiny"]
