@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 
 from napari_ntd import denoise_ntd
 
@@ -34,6 +35,8 @@ CASES = {
 SCRIPT = """
 import hashlib, json, sys
 import numpy as np
+import torch
+torch.set_num_threads(int(sys.argv[2]))  # CPU reductions depend on the thread count
 from napari_ntd import denoise_ntd
 cases = json.loads(sys.argv[1])
 out = {}
@@ -48,7 +51,7 @@ print(json.dumps(out))
 
 def _start(cases):
     return subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, json.dumps(cases)],
+        [sys.executable, "-c", SCRIPT, json.dumps(cases), str(torch.get_num_threads())],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
