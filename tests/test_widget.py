@@ -49,6 +49,7 @@ def test_widget_denoises_into_new_layer(qtbot, viewer_widget, clean, noisy):
     np.testing.assert_array_equal(out.scale, layer.scale)
     np.testing.assert_array_equal(out.translate, layer.translate)
     np.testing.assert_array_equal(layer.data, noisy)  # source untouched
+    assert abs(widget.sigma.value - SIGMA) < 0.02  # the estimate is shown
 
 
 def test_widget_rgb(qtbot, viewer_widget):
@@ -136,4 +137,7 @@ def test_widget_errors_become_notifications(qtbot, viewer_widget, monkeypatch):
     layer = viewer.add_image(np.random.default_rng(3).random((8, 8)), name="tiny")
     _run(qtbot, widget, layer)
     assert any("smaller than the patch" in m for m in shown)
-    assert [lay.name for lay in viewer.layers] == ["tiny"]
+    widget.patch_size.value = 5
+    widget.sigma_auto.value = False
+    _run(qtbot, widget, layer)  # now valid: no new error, a result layer
+    assert len(shown) == 2 and "tiny denoised" in viewer.layers

@@ -24,7 +24,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from ._denoise import METHODS, iter_denoise_ntd, nested_progress
+from ._denoise import METHODS, _estimate_sigma, _prepare, iter_denoise_ntd, nested_progress
 
 if TYPE_CHECKING:
     import napari
@@ -157,8 +157,13 @@ class DenoiseWidget(Container):
             index = self._current_index(layer, n_lead)
         planes, _ = layer_planes(data, layer.rgb, index)
         options = self._options(layer)
-        if options["sigma"] is None:
-            self.status.value = "estimating sigma…"
+        if options["sigma"] is None:  # show the estimate (each plane uses its own)
+            try:
+                img, _, _ = _prepare(np.asarray(data[planes[0]]), options["channel_axis"], False)
+                self.sigma.value = round(_estimate_sigma(img), 4)
+            except (ValueError, TypeError, NotImplementedError) as err:
+                show_error(f"napari-ntd: {err}")
+                return
 
         @thread_worker(ignore_errors=True)  # errors -> _on_error -> a notification
         def job():
