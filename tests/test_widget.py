@@ -141,3 +141,15 @@ def test_widget_errors_become_notifications(qtbot, viewer_widget, monkeypatch):
     widget.sigma_auto.value = False
     _run(qtbot, widget, layer)  # now valid: no new error, a result layer
     assert len(shown) == 2 and "tiny denoised" in viewer.layers
+
+
+def test_widget_multiscale_uses_full_resolution_and_keeps_units(qtbot, viewer_widget, clean, noisy):
+    viewer, widget = viewer_widget
+    layer = viewer.add_image(
+        [noisy, noisy[::2, ::2]], multiscale=True, name="pyramid", units=("um", "um")
+    )
+    _run(qtbot, widget, layer)
+    out = viewer.layers["pyramid denoised"]
+    assert out.data.shape == noisy.shape
+    assert tuple(str(u) for u in out.units) == tuple(str(u) for u in layer.units)
+    assert psnr(clean, out.data, data_range=1) > psnr(clean, noisy, data_range=1) + 2
