@@ -8,6 +8,8 @@ from skimage import data, img_as_float
 from skimage.metrics import peak_signal_noise_ratio as psnr
 
 pytest.importorskip("napari")
+from napari_ntd._widget import ORIGINAL_KEY
+
 pytestmark = pytest.mark.gui
 
 SIGMA = 0.1
@@ -153,3 +155,50 @@ def test_widget_multiscale_uses_full_resolution_and_keeps_units(qtbot, viewer_wi
     assert out.data.shape == noisy.shape
     assert tuple(str(u) for u in out.units) == tuple(str(u) for u in layer.units)
     assert psnr(clean, out.data, data_range=1) > psnr(clean, noisy, data_range=1) + 2
+
+
+def test_cancel_on_256_stops_within_one_step(qtbot, viewer_widget):
+    """Cancel on a 256^2 image: at most one more step runs, the layer is unchanged."""
+    viewer, widget = viewer_widget
+    img = np.random.default_rng(4).random((256, 256)).astype(np.float32)
+    layer = viewer.add_image(img.copy(), name="256")
+    widget.output.value = "in place"
+    widget.reset_choices()
+    widget.image.value = layer
+    widget.run_button.clicked.emit()
+    seen = []
+
+    def on_step(step):
+        seen.append(step)
+        if len(seen) == 2:
+            widget.cancel()
+
+    widget._worker.yielded.connect(on_step)
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    total = seen[0][1]
+    assert 2 <= len(seen) <= 3 < total  # stopped at the next step, long before the end
+    np.testing.assert_array_equal(layer.data, img)
+    assert ORIGINAL_KEY not in layer.metadata
+
+
+def test_two_viewers_run_at_once_without_interference(qtbot, make_napari_viewer, clean, noisy):
+    from napari_ntd import denoise_ntd
+
+    images = [noisy, noisy[::-1].copy()]
+    widgets, layers = [], []
+    for k, img in enumerate(images):
+        viewer = make_napari_viewer()
+        _, widget = viewer.window.add_plugin_dock_widget("napari-ntd", "Neural tangent denoiser")
+        widget.seed.value = k
+        layers.append(viewer.add_image(img, name=f"v{k}"))
+        widget.reset_choices()
+        widget.image.value = layers[-1]
+        widgets.append((viewer, widget))
+    for _, widget in widgets:
+        widget.run_button.clicked.emit()
+    assert all(w.running for _, w in widgets)
+    qtbot.waitUntil(lambda: not any(w.running for _, w in widgets), timeout=120_000)
+    for k, (viewer, _) in enumerate(widgets):
+        out = viewer.layers[f"v{k} denoised"].data
+        solo = denoise_ntd(images[k], seed=k)
+        np.testing.assert_allclose(out, solo, atol=1e-6)
