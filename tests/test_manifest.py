@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from npe2 import PluginManifest
@@ -27,3 +29,19 @@ def test_installed_manifest_equals_top_level_file():
     if top.exists():  # running from a checkout
         assert installed.read_text() == top.read_text()
     assert PluginManifest.from_file(installed).name == "napari-ntd"
+
+
+def test_packaged_manifest_is_the_top_level_symlink():
+    packaged = ROOT / "src" / "napari_ntd" / "napari.yaml"
+    assert packaged.is_symlink() and packaged.resolve() == (ROOT / "napari.yaml").resolve()
+
+
+def test_import_does_not_import_napari_or_qt():
+    gui = "napari magicgui qtpy PyQt5 PyQt6 PySide2 PySide6 superqt vispy".split()
+    code = (
+        "import sys, napari_ntd, napari_ntd._sample_data\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {set(gui)!r})\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

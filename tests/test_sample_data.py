@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from skimage import data, img_as_float
 
-from napari_ntd._sample_data import SAMPLE_SIGMA, noisy_cells
+from napari_ntd._sample_data import CROP, SAMPLE_SIGMA, noisy_cells
 
 
 def test_noisy_cells_seeded_and_noisy():
@@ -13,6 +13,6 @@ def test_noisy_cells_seeded_and_noisy():
     ((b, _),) = noisy_cells()
     np.testing.assert_array_equal(a, b)
     assert a.shape == (256, 256) and a.dtype == np.float32
-    clean = img_as_float(data.cell())[200:456, 150:406]
+    clean = img_as_float(data.cell())[CROP]
     assert abs(np.std(a - clean) - SAMPLE_SIGMA) < 0.005
     assert meta["name"] == "noisy cells"

@@ -76,6 +76,8 @@ def test_widget_stack_slice_by_slice_and_current_slice(qtbot, viewer_widget, cle
     widget.image.value = layer
     widget.run_button.clicked.emit()
     widget._worker.yielded.connect(steps.append)
+    bar = []  # the napari progress bar's value events (what the activity dock shows)
+    widget._progress.events.value.connect(lambda e: bar.append(e.value))
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     out = viewer.layers["stack denoised"]
     assert out.data.shape == stack.shape
@@ -85,6 +87,7 @@ def test_widget_stack_slice_by_slice_and_current_slice(qtbot, viewer_widget, cle
             psnr(truth[k], out.data[k], data_range=1) > psnr(truth[k], stack[k], data_range=1) + 2
         )
     assert steps and steps[-1][0] == steps[-1][1] and len(steps) >= 3  # per-slice progress
+    assert len(bar) == len(steps) and bar == sorted(bar) and bar[-1] == steps[-1][1]
 
     viewer.layers.remove(out)
     viewer.dims.set_point(0, 8.0)  # world z = 8 -> slice 2 with scale 4
@@ -127,22 +130,62 @@ def test_widget_cancel_leaves_layer_unchanged(qtbot, viewer_widget):
     assert "cancelled" in widget.status.value
 
 
-def test_widget_errors_become_notifications(qtbot, viewer_widget, monkeypatch):
-    from napari.utils import notifications
+def _errors(since: int) -> list:
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    records = notification_manager.records[since:]
+    return [r for r in records if r.severity == NotificationSeverity.ERROR]
+
+
+def test_widget_errors_become_notifications(qtbot, viewer_widget):
+    from napari.utils.notifications import ErrorNotification, notification_manager
 
     viewer, widget = viewer_widget
-    shown = []
-    monkeypatch.setattr(notifications, "show_error", lambda msg: shown.append(msg))
+    start = len(notification_manager.records)
     assert widget.image.value is None  # no layer yet
-    widget.run()
-    assert shown and "select an image layer" in shown[-1]
+    widget.run_button.clicked.emit()
+    assert not widget.running
+    assert [str(e.message) for e in _errors(start)] == [
+        "napari-ntd: select an image layer to denoise"
+    ]
     layer = viewer.add_image(np.random.default_rng(3).random((8, 8)), name="tiny")
-    _run(qtbot, widget, layer)
-    assert any("smaller than the patch" in m for m in shown)
+    _run(qtbot, widget, layer)  # fails inside the worker
+    errors = _errors(start)
+    assert len(errors) == 2 and "smaller than the patch" in str(errors[1].message)
+    assert not any(isinstance(e, ErrorNotification) for e in errors)  # no traceback dialog
+    assert [lay.name for lay in viewer.layers] == ["tiny"]
     widget.patch_size.value = 5
     widget.sigma_auto.value = False
     _run(qtbot, widget, layer)  # now valid: no new error, a result layer
-    assert len(shown) == 2 and "tiny denoised" in viewer.layers
+    assert len(_errors(start)) == 2 and "tiny denoised" in viewer.layers
+
+
+def test_widget_multiscale_in_place_is_refused(qtbot, viewer_widget, noisy):
+    from napari.utils.notifications import notification_manager
+
+    viewer, widget = viewer_widget
+    layer = viewer.add_image([noisy, noisy[::2, ::2]], multiscale=True, name="pyramid")
+    widget.output.value = "in place"
+    widget.reset_choices()
+    widget.image.value = layer
+    start = len(notification_manager.records)
+    widget.run_button.clicked.emit()
+    assert not widget.running
+    assert "multiscale" in str(_errors(start)[-1].message)
+    np.testing.assert_array_equal(layer.data[0], noisy)
+
+
+def test_sample_data_opens_and_shows_sigma_estimate(viewer_widget):
+    from napari_ntd._sample_data import SAMPLE_SIGMA
+
+    viewer, widget = viewer_widget
+    viewer.open_sample("napari-ntd", "noisy_cells")
+    layer = viewer.layers["noisy cells"]
+    assert layer.data.shape == (256, 256)
+    widget.reset_choices()
+    widget.image.value = layer
+    assert not widget.sigma.enabled
+    assert abs(widget.sigma.value - SAMPLE_SIGMA) < 0.01  # shown before any run
 
 
 def test_widget_multiscale_uses_full_resolution_and_keeps_units(qtbot, viewer_widget, clean, noisy):

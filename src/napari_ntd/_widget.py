@@ -29,7 +29,7 @@ from ._denoise import METHODS, _estimate_sigma, _prepare, iter_denoise_ntd, nest
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["ORIGINAL_KEY", "DenoiseWidget", "layer_planes"]
+__all__ = ["ORIGINAL_KEY", "DenoiseWidget", "layer_planes", "plane_sigma"]
 
 #: ``layer.metadata`` key holding the data replaced by an in-place run.
 ORIGINAL_KEY = "napari_ntd_original"
@@ -37,10 +37,21 @@ ORIGINAL_KEY = "napari_ntd_original"
 _METHOD_LABELS = {"nystrom": "Nyström NTD", "exact": "exact NTD (small images)", "dip": "DIP"}
 
 
-def _devices() -> list[str]:
+def _devices() -> list[tuple[str, str]]:
+    """Device choices as (label, value): only what this machine has."""
     import torch
 
-    return ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if torch.cuda.is_available():
+        cuda = [(f"CUDA ({torch.cuda.get_device_name(0)})", "cuda")]
+        return [("auto (CUDA)", "auto"), ("CPU", "cpu"), *cuda]
+    return [("auto (CPU; no CUDA here)", "auto"), ("CPU", "cpu")]
+
+
+class _Failed:
+    """A worker's result when ``iter_denoise_ntd`` raised: shown, never raised."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 def layer_planes(
@@ -56,6 +67,12 @@ def layer_planes(
     return [tuple(i) for i in np.ndindex(*data.shape[:n_lead])], n_lead
 
 
+def plane_sigma(plane: Any, rgb: bool) -> float:
+    """The noise estimate ``denoise_ntd(sigma=None)`` uses for one 2D plane."""
+    img, _, _ = _prepare(np.asarray(plane), -1 if rgb else None, False)
+    return _estimate_sigma(img)
+
+
 class DenoiseWidget(Container):
     """Denoise an image layer with the neural tangent denoiser."""
 
@@ -69,7 +86,7 @@ class DenoiseWidget(Container):
         self.method = ComboBox(
             label="method", choices=[(_METHOD_LABELS[m], m) for m in methods], value="nystrom"
         )
-        self.sigma_auto = CheckBox(text="estimate sigma", value=True)
+        self.sigma_auto = CheckBox(text="estimate sigma (estimate shown below)", value=True)
         self.sigma = FloatSpinBox(label="sigma", value=0.05, min=0.0, max=1e6, step=0.005)
         self.sigma.enabled = False
         self.iter_auto = CheckBox(text="iterations by SURE", value=True)
@@ -104,7 +121,8 @@ class DenoiseWidget(Container):
                 self.status,
             ]
         )
-        self.sigma_auto.changed.connect(lambda v: setattr(self.sigma, "enabled", not v))
+        self.sigma_auto.changed.connect(self._on_sigma_auto)
+        self.image.changed.connect(self._show_estimate)
         self.iter_auto.changed.connect(lambda v: setattr(self.n_iter, "enabled", not v))
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
@@ -127,6 +145,26 @@ class DenoiseWidget(Container):
             "device": None if self.device.value == "auto" else self.device.value,
             "seed": int(self.seed.value),
         }
+
+    def _on_sigma_auto(self, auto: bool) -> None:
+        self.sigma.enabled = not auto
+        if auto:
+            self._show_estimate()
+
+    def _show_estimate(self, *_: Any) -> None:
+        """Put the sigma estimate of the current plane in the (disabled) sigma box."""
+        layer = self.image.value
+        if not self.sigma_auto.value or layer is None:
+            return
+        data = layer.data[0] if layer.multiscale else layer.data
+        n_lead = data.ndim - (3 if layer.rgb else 2)
+        if n_lead < 0:
+            return
+        plane = self._current_index(layer, n_lead) if n_lead else ()
+        try:
+            self.sigma.value = round(plane_sigma(data[plane], layer.rgb), 4)
+        except (ValueError, TypeError, NotImplementedError):
+            return  # the run reports the problem
 
     def _current_index(self, layer: Any, n_lead: int) -> tuple[int, ...]:
         pos = layer.world_to_data(self._viewer.dims.point)
@@ -152,6 +190,9 @@ class DenoiseWidget(Container):
         if n_lead < 0:
             show_error(f"napari-ntd: layer {layer.name!r} is not a 2D image (shape {data.shape})")
             return
+        if layer.multiscale and self.output.value == "in place":
+            show_error("napari-ntd: in-place output is not supported for multiscale layers")
+            return
         index = None
         if self.scope.value == "current slice" and n_lead > 0:
             index = self._current_index(layer, n_lead)
@@ -159,18 +200,20 @@ class DenoiseWidget(Container):
         options = self._options(layer)
         if options["sigma"] is None:  # show the estimate (each plane uses its own)
             try:
-                img, _, _ = _prepare(np.asarray(data[planes[0]]), options["channel_axis"], False)
-                self.sigma.value = round(_estimate_sigma(img), 4)
+                self.sigma.value = round(plane_sigma(data[planes[0]], layer.rgb), 4)
             except (ValueError, TypeError, NotImplementedError) as err:
                 show_error(f"napari-ntd: {err}")
                 return
 
-        @thread_worker(ignore_errors=True)  # errors -> _on_error -> a notification
+        @thread_worker(ignore_errors=True)
         def job():
             results = []
-            for i, plane in enumerate(planes):
-                gen = iter_denoise_ntd(np.asarray(data[plane]), **options)
-                results.append((yield from nested_progress(gen, i, len(planes))))
+            try:
+                for i, plane in enumerate(planes):
+                    gen = iter_denoise_ntd(np.asarray(data[plane]), **options)
+                    results.append((yield from nested_progress(gen, i, len(planes))))
+            except Exception as err:  # one clean notification, no traceback dialog
+                return _Failed(err)
             return results
 
         worker = job()
@@ -178,7 +221,6 @@ class DenoiseWidget(Container):
         self._progress = progress(total=0, desc=f"napari-ntd: {layer.name}")
         worker.yielded.connect(self._on_step)
         worker.returned.connect(lambda res: self._on_done(layer, data, planes, index, res))
-        worker.errored.connect(self._on_error)
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self.run_button.enabled = False
@@ -209,11 +251,14 @@ class DenoiseWidget(Container):
     def _on_step(self, step: tuple[int, int]) -> None:
         done, total = step
         if self._progress is not None:
-            self._progress.total = total
-            self._progress.n = done
-            self._progress.refresh()
+            if self._progress.total != total:
+                self._progress.total = total
+            self._progress.update(done - self._progress.n)  # emits the bar's value event
 
     def _on_done(self, layer, data, planes, index, results) -> None:
+        if isinstance(results, _Failed):
+            self._on_error(results.error)
+            return
         n_lead = data.ndim - (3 if layer.rgb else 2)
         meta = {"scale": layer.scale, "translate": layer.translate, "units": layer.units}
         if self.output.value == "in place":
