@@ -86,7 +86,7 @@ class DenoiseWidget(Container):
         self.method = ComboBox(
             label="method", choices=[(_METHOD_LABELS[m], m) for m in methods], value="nystrom"
         )
-        self.sigma_auto = CheckBox(text="estimate sigma (estimate shown below)", value=True)
+        self.sigma_auto = CheckBox(text="estimate sigma (shown below)", value=True)
         self.sigma = FloatSpinBox(label="sigma", value=0.05, min=0.0, max=1e6, step=0.005)
         self.sigma.enabled = False
         self.iter_auto = CheckBox(text="iterations by SURE", value=True)
