@@ -9,9 +9,12 @@ Each (method, image, sigma) runs in its own subprocess so that the peak RSS
 (``ru_maxrss``) is that method's alone; the wall time excludes imports.
 Prints a markdown table and writes it to ``benchmarks/results/``.
 
-Methods: NTD (``denoise_ntd`` defaults: Nystrom, MC-SURE stopping), NTD with
-the oracle-best t (same fit, clean image used to pick t: an upper bound for
-the stopping rule), skimage ``denoise_nl_means`` (fast mode, h = 0.8 sigma),
+Methods: ``ntd`` (``denoise_ntd`` defaults: ``method="guided"``, MC-SURE),
+``pilot`` (the guided method's non-local-means pilot alone, i.e. its
+``t = 0``: shows what the NTK twicing adds), ``ntd-nystrom`` (the paper's
+method, ``method="nystrom"``), ``ntd-oracle`` (the same Nystrom fit with the
+oracle-best t: an upper bound for its stopping rule), skimage
+``denoise_nl_means`` (fast mode, h = 0.8 sigma),
 ``denoise_tv_chambolle`` (weight = sigma), ``denoise_wavelet`` (BayesShrink),
 and BM3D when the optional ``bm3d`` package is installed (non-commercial
 licence: a baseline only, never a dependency).
@@ -31,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 IMAGES = ("camera", "astronaut", "coffee")
-METHODS = ("ntd", "ntd-oracle", "nlm", "tv", "wavelet", "bm3d")
+METHODS = ("ntd", "pilot", "ntd-nystrom", "ntd-oracle", "nlm", "tv", "wavelet", "bm3d")
 
 
 def load(name: str, size: str) -> np.ndarray:
@@ -55,15 +58,23 @@ def run_one(method: str, name: str, size: str, sigma255: float, seed: int) -> di
     noisy = (clean + sigma * rng.standard_normal(clean.shape)).astype(np.float32)
     ch = -1 if clean.ndim == 3 else None
     start = time.perf_counter()
-    if method in ("ntd", "ntd-oracle"):
+    if method in ("ntd", "ntd-nystrom", "ntd-oracle"):
         from napari_ntd import denoise_ntd
 
-        if method == "ntd":
-            out = denoise_ntd(noisy, sigma=sigma, channel_axis=ch, seed=seed)
+        if method != "ntd-oracle":
+            kind = "nystrom" if method == "ntd-nystrom" else None  # None: the default
+            out = denoise_ntd(noisy, sigma=sigma, channel_axis=ch, seed=seed, method=kind)
             extra = {}
         else:
             out, t = _ntd_oracle(noisy, clean, sigma, ch, seed)
             extra = {"t": t}
+    elif method == "pilot":
+        from napari_ntd._guided import nlm_pilot
+
+        img = noisy if ch is not None else noisy[..., None]
+        out = nlm_pilot(img, sigma)
+        out = out if ch is not None else out[..., 0]
+        extra = {}
     elif method == "nlm":
         from skimage.restoration import denoise_nl_means
 
@@ -116,9 +127,8 @@ def _ntd_oracle(noisy, clean, sigma, ch, seed):
     center = robust_center(img)
     y = torch.from_numpy(img - center).permute(2, 0, 1).contiguous()
     x = torch.from_numpy(ref - center).float().permute(2, 0, 1).reshape(img.shape[-1], -1)
-    gen = iter_fit_plane(
-        y, sigma, NTDConfig(n_iter=1, seed=seed), torch.Generator().manual_seed(seed)
-    )
+    cfg = NTDConfig(method="nystrom", n_iter=1, seed=seed)
+    gen = iter_fit_plane(y, sigma, cfg, torch.Generator().manual_seed(seed))
     while True:
         try:
             next(gen)
@@ -141,6 +151,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/bench_denoise.md")
     parser.add_argument("--one", nargs=4, metavar=("METHOD", "IMAGE", "SIZE", "SIGMA"))
+    parser.add_argument(
+        "--figure", action="store_true", help="also draw PSNR vs sigma and a crop comparison"
+    )
     args = parser.parse_args()
     if args.one:
         m, name, size, s = args.one
@@ -207,6 +220,74 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     (out.with_suffix(".json")).write_text(json.dumps(rows, indent=1))
+    if args.figure:
+        plot_psnr(rows, out.with_name(out.stem + "_psnr.png"))
+        plot_crops(out.with_name(out.stem + "_crops.png"), args.seed)
+
+
+def plot_psnr(rows: list[dict], path: Path) -> None:
+    """PSNR vs sigma per method (mean over images), one panel per size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({r["size"] for r in rows})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False)
+    for ax, size in zip(axes[0], sizes, strict=True):
+        for m in METHODS:
+            sel = [r for r in rows if r["method"] == m and r["size"] == size]
+            if not sel:
+                continue
+            sig = sorted({r["sigma"] for r in sel})
+            mean = [np.mean([r["psnr"] for r in sel if r["sigma"] == s]) for s in sig]
+            ax.plot(sig, mean, "o-", label=m, lw=2.5 if m == "ntd" else 1.2)
+        ax.set(xlabel="sigma (of 255)", ylabel="mean PSNR (dB)", title=f"{size} images")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+def plot_crops(path: Path, seed: int, name: str = "camera", sigma255: float = 25) -> None:
+    """Visual comparison on one 96 x 96 detail of a 256 x 256 crop."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from skimage.metrics import peak_signal_noise_ratio as psnr
+    from skimage.restoration import denoise_nl_means
+
+    from napari_ntd import denoise_ntd
+
+    clean = load(name, "crop")
+    sigma = sigma255 / 255
+    noisy = clean + sigma * np.random.default_rng(seed).standard_normal(clean.shape)
+    panels = {
+        "clean": clean,
+        "noisy": noisy,
+        "NLM (h=0.8 sigma)": denoise_nl_means(
+            noisy, h=0.8 * sigma, sigma=sigma, fast_mode=True, patch_size=5, patch_distance=6
+        ),
+        "NTD nystrom (paper)": denoise_ntd(noisy, sigma=sigma, seed=seed, method="nystrom"),
+        "NTD guided (default)": denoise_ntd(noisy, sigma=sigma, seed=seed),
+    }
+    try:
+        import bm3d
+
+        panels["BM3D"] = bm3d.bm3d(noisy, sigma)
+    except ImportError:
+        pass
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3))
+    for ax, (title, img) in zip(axes, panels.items(), strict=True):
+        ax.imshow(np.clip(img[80:176, 80:176], 0, 1), cmap="gray", vmin=0, vmax=1)
+        label = title if title == "clean" else f"{title}\n{psnr(clean, img, data_range=1):.2f} dB"
+        ax.set_title(label, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

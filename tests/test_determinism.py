@@ -17,8 +17,15 @@ from napari_ntd import denoise_ntd
 
 #: Each case: denoise_ntd options for a 24 x 24 seeded image.
 CASES = {
-    "nystrom-auto": {"n_columns": 64, "patch_size": 5},
-    "nystrom-tiled": {"n_columns": 64, "patch_size": 5, "n_iter": 2, "tile_shape": 21},
+    "nystrom-auto": {"method": "nystrom", "n_columns": 64, "patch_size": 5},
+    "nystrom-tiled": {
+        "method": "nystrom",
+        "n_columns": 64,
+        "patch_size": 5,
+        "n_iter": 2,
+        "tile_shape": 21,
+    },
+    "guided": {"n_columns": 64, "patch_size": 5, "n_iter": 5},
     "exact": {"method": "exact", "n_iter": 3, "patch_size": 5},
     "dip-adam": {"method": "dip", "width": 4, "n_iter": 3},
     "dip-vanilla-gd": {

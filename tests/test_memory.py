@@ -14,7 +14,7 @@ from napari_ntd._cli import main
 from napari_ntd._denoise import NTDConfig, _dip_config, iter_denoise_ntd
 from napari_ntd._tiling import MemoryBudgetError, estimate_memory, parse_memory
 
-FAST = {"n_columns": 64, "n_iter": 1, "patch_size": 5, "seed": 0}
+FAST = {"method": "nystrom", "n_columns": 64, "n_iter": 1, "patch_size": 5, "seed": 0}
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def _suggested(message: str) -> str:
 
 
 def test_estimate_grows_with_size_and_method():
-    nys = NTDConfig(n_iter=1)
+    nys = NTDConfig(method="nystrom", n_iter=1)
     assert estimate_memory((64, 64), 1, nys, 4) < estimate_memory((128, 128), 1, nys, 4)
     assert estimate_memory((64, 64), 1, nys, 4) < estimate_memory((64, 64), 1, nys, 8)
     assert estimate_memory((64, 64), 1, nys, 4) < estimate_memory((64, 64), 3, nys, 4)

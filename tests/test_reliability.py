@@ -87,7 +87,7 @@ BAD = [
     ("sigma-str", lambda: _rand(16, 16), {"sigma": "0.1"}, TypeError, "sigma"),
     ("sigma-bool", lambda: _rand(16, 16), {"sigma": True}, TypeError, "sigma"),
     ("unknown-method", lambda: _rand(16, 16), {"method": "bm3d"}, ValueError, "unknown method"),
-    ("method-none", lambda: _rand(16, 16), {"method": None}, ValueError, "unknown method"),
+    ("method-none", lambda: _rand(16, 16), {"method": "none"}, ValueError, "unknown method"),
     ("unknown-option", lambda: _rand(16, 16), {"n_iters": 3}, TypeError, "unexpected keyword"),
     ("n-iter-zero", lambda: _rand(16, 16), {"n_iter": 0}, ValueError, "n_iter"),
     ("n-iter-float", lambda: _rand(16, 16), {"n_iter": 2.5}, ValueError, "n_iter"),

@@ -11,7 +11,7 @@ from skimage import data, img_as_float
 
 from napari_ntd import denoise_ntd, iter_denoise_ntd
 
-FAST = {"patch_size": 5, "n_columns": 64, "n_iter": 3, "sigma": 0.1}
+FAST = {"method": "nystrom", "patch_size": 5, "n_columns": 64, "n_iter": 3, "sigma": 0.1}
 
 
 @pytest.fixture(scope="module")

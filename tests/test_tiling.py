@@ -19,7 +19,7 @@ from napari_ntd._tiling import (
     tile_weights,
 )
 
-FAST = {"patch_size": 5, "n_columns": 64, "n_iter": 4, "seed": 0}
+FAST = {"method": "nystrom", "patch_size": 5, "n_columns": 64, "n_iter": 4, "seed": 0}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_weights_zero_where_patches_leave_the_tile_and_cover_everything():
 
 
 def test_memory_estimate_and_auto_tiles():
-    cfg = NTDConfig()
+    cfg = NTDConfig(method="nystrom")
     small = estimate_memory((512, 512), 1, cfg, 4)
     big = estimate_memory((4096, 4096), 1, cfg, 4)
     assert small < DEFAULT_MAX_MEMORY < big
@@ -109,7 +109,8 @@ def test_tile_covering_image_is_untiled(noisy96):
 def test_tiled_close_to_untiled(noisy96):
     clean, noisy = noisy96
     # fixed t and 10 % columns: the Nystrom spread between runs is ~0.2 dB
-    opts = {"patch_size": 5, "n_columns": 0.1, "n_iter": 4, "rank": 64, "seed": 0, "sigma": 0.08}
+    opts = {"method": "nystrom", "patch_size": 5, "n_columns": 0.1, "n_iter": 4, "rank": 64}
+    opts.update(seed=0, sigma=0.08)
     full = denoise_ntd(noisy, **opts)
     tiled = denoise_ntd(noisy, tile_shape=64, **opts)
     p_full, p_tiled = psnr(clean, full, data_range=1), psnr(clean, tiled, data_range=1)

@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _dask, _nystrom, _stacks, _tiling, _twicing, _vst
+from . import _dask, _guided, _nystrom, _stacks, _tiling, _twicing, _vst
 from ._kernel import patch_sq_norms
 from ._progress import make_reporter
 
 __all__ = ["denoise_ntd", "iter_denoise_ntd", "NTDConfig", "METHODS", "EXACT_MAX_PIXELS"]
 
 #: Methods accepted by ``denoise_ntd``.
-METHODS = ("nystrom", "exact", "dip")
+METHODS = ("guided", "nystrom", "exact", "dip")
 
 #: Largest image (in pixels) for ``method="exact"``: the d x d float64 matrix
 #: and its eigendecomposition (~0.5 GB and ~1 min at this size).
@@ -46,7 +46,7 @@ SAFE_SPREAD = (1e-6, 1e6)
 class NTDConfig:
     """Validated options of one ``denoise_ntd`` run (see its docstring)."""
 
-    method: str = "nystrom"
+    method: str = "guided"
     sigma: float | None = None
     n_iter: int | str = "auto"
     patch_size: int = 11
@@ -310,7 +310,7 @@ def iter_denoise_ntd(
     image: Any,
     *,
     sigma: float | None = None,
-    method: str = "nystrom",
+    method: str | None = None,
     n_iter: int | str = "auto",
     channel_axis: int | None = None,
     patch_size: int = 11,
@@ -338,6 +338,8 @@ def iter_denoise_ntd(
     read ``StopIteration.value``. Closing the generator early leaves the
     input untouched and returns nothing.
     """
+    if method is None:  # the best method for the data (guided is 2D only)
+        method = "guided" if spatial_dims == 2 else "nystrom"
     cfg = NTDConfig(
         method=method,
         sigma=sigma,
@@ -443,9 +445,13 @@ def _iter_image(
         return img.astype(np.float64)
 
     itemsize = np.dtype(compute).itemsize
-    tiles = _tiling.choose_tile_shape(
-        img.shape[:-1], img.shape[-1], cfg, itemsize, tile_shape, max_memory
-    )
+    if cfg.method == "guided" and tile_shape is None:
+        tiles = tuple(min(_guided.GUIDED_TILE, n) for n in img.shape[:-1])
+        tiles = None if tiles == img.shape[:-1] else tiles
+    else:
+        tiles = _tiling.choose_tile_shape(
+            img.shape[:-1], img.shape[-1], cfg, itemsize, tile_shape, max_memory
+        )
     piece = img.shape[:-1] if tiles is None else tiles
     _tiling.check_memory(piece, img.shape[-1], cfg, itemsize, max_memory, tile_shape is not None)
 
@@ -456,9 +462,16 @@ def _iter_image(
     centred = work - center if scale == 1.0 else (work.astype(np.float64) - center) / scale
     tdtype = torch.float64 if compute == np.float64 else torch.float32
     rng = torch.Generator().manual_seed(int(seed))
+    core = iter_denoise_plane if nd == 2 else _stacks.iter_denoise_volume
+    if cfg.method == "guided":  # pilot, perturbed pilot and probe as channel groups
+        sig_c = sig / scale
+        eps = SURE_EPS * max(sig_c, 1e-3 * spread / scale, float(np.finfo(compute).eps))
+        eps = eps if cfg.n_iter == "auto" else 0.0
+        probe = torch.randn(centred.shape, generator=rng, dtype=torch.float64).numpy()
+        centred = _guided.guided_stack(centred.astype(compute), sig_c, eps, probe.astype(compute))
+        core = functools.partial(_guided.iter_guided_plane, eps=eps)
     y = torch.from_numpy(centred).to(device=device, dtype=tdtype)
     y = y.permute(nd, *range(nd)).contiguous()
-    core = iter_denoise_plane if nd == 2 else _stacks.iter_denoise_volume
     if tiles is None:
         z = yield from core(y, sig / scale, cfg, rng)
     else:
@@ -491,7 +504,7 @@ def denoise_ntd(
     image: Any,
     *,
     sigma: float | None = None,
-    method: str = "nystrom",
+    method: str | None = None,
     n_iter: int | str = "auto",
     channel_axis: int | None = None,
     patch_size: int = 11,

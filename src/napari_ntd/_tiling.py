@@ -79,14 +79,18 @@ def estimate_memory(spatial_shape: Sequence[int], channels: int, cfg: Any, items
     values: the basis ``d k`` (twice with MC-SURE), the ``m x m`` block and
     its float64 eigendecomposition (~3 ``m^2`` doubles), the kernel blocks
     ``~5 block_pixels m`` and the column patches ``m n0``; plus ~8 image-sized
-    float64 buffers. ``exact``: the ``d x d`` kernel in float64, ~3 times.
+    float64 buffers. ``guided``: the same with both bases (pilot and
+    perturbed pilot) and five image groups (see ``_guided``).
+    ``exact``: the ``d x d`` kernel in float64, ~3 times.
     Other methods: the image buffers only.
     """
     d = math.prod(int(s) for s in spatial_shape)
     images = 8 * d * channels * 8
     n0 = channels * cfg.patch_size ** len(spatial_shape)
     passes = 2 if cfg.n_iter == "auto" else 1
-    if cfg.method == "nystrom":
+    if cfg.method == "guided":
+        images *= 3  # y, pilot, perturbed pair and probe, float64 copies in the core
+    if cfg.method in ("nystrom", "guided"):
         m = cfg.columns(d)
         k = m if cfg.rank is None else min(cfg.rank, m)
         work = (

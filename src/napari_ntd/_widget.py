@@ -34,7 +34,12 @@ __all__ = ["ORIGINAL_KEY", "DenoiseWidget", "layer_planes", "plane_sigma"]
 #: ``layer.metadata`` key holding the data replaced by an in-place run.
 ORIGINAL_KEY = "napari_ntd_original"
 
-_METHOD_LABELS = {"nystrom": "Nyström NTD", "exact": "exact NTD (small images)", "dip": "DIP"}
+_METHOD_LABELS = {
+    "guided": "guided NTD (best)",
+    "nystrom": "Nyström NTD (paper)",
+    "exact": "exact NTD (small images)",
+    "dip": "DIP",
+}
 
 
 def _devices() -> list[tuple[str, str]]:
@@ -84,7 +89,7 @@ class DenoiseWidget(Container):
         self.image = create_widget(annotation="napari.layers.Image", label="image")
         methods = [m for m in METHODS if m in _METHOD_LABELS]
         self.method = ComboBox(
-            label="method", choices=[(_METHOD_LABELS[m], m) for m in methods], value="nystrom"
+            label="method", choices=[(_METHOD_LABELS[m], m) for m in methods], value="guided"
         )
         self.sigma_auto = CheckBox(text="estimate sigma (shown below)", value=True)
         self.sigma = FloatSpinBox(label="sigma", value=0.05, min=0.0, max=1e6, step=0.005)

@@ -1,0 +1,152 @@
+"""The guided NTD (``method="guided"``): a non-local-means pilot, then NTK twicing.
+
+Beyond the paper (issue 6). BM3D's two-stage idea applied to the NTD:
+
+1. **Pilot.** A first estimate ``p`` by skimage's fast non-local means
+   (``h = PILOT_H * sigma``).
+2. **Kernel from the pilot.** The network's input is the pilot instead of the
+   noisy image: the NTK filter ``W`` is evaluated on the pilot's patches
+   (Nystrom, same columns and kernel as ``method="nystrom"``), whose
+   similarities are far less noisy than those of ``y``.
+3. **Twicing from the pilot.** ``z <- z + W (y - z)`` started at ``z^0 = p``
+   (a network initialised to output the pilot), i.e. in closed form
+   ``z^t = p + V g_t(Lambda) V^T (y - p)``; ``t = 0`` returns the pilot.
+4. **Stopping.** Monte-Carlo SURE of the whole map ``y -> z^t`` (pilot
+   included): one extra run on ``y + eps b`` (pilot of the perturbed image,
+   its basis with the same columns) gives the divergence for every ``t``.
+
+The work runs in tiles (``GUIDED_TILE``): a tile's Nystrom basis has rank at
+most ``m`` and the correction ``V g V^T (y - p)`` lives in its span, so
+smaller pieces give more degrees of freedom per pixel at a lower cost.
+
+Channel groups: the tiled core receives one ``(5 C, H, W)`` tensor holding
+``y``, ``p``, ``y + eps b``, the pilot of ``y + eps b`` and ``b`` (``C``
+channels each), so that tiling cuts all five alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import _nystrom, _twicing
+from ._kernel import patch_sq_norms
+
+__all__ = ["PILOT_H", "GUIDED_TILE", "nlm_pilot", "guided_stack", "iter_guided_plane"]
+
+#: Filtering strength of the non-local-means pilot, times sigma.
+PILOT_H = 0.6
+
+#: Default tile side of ``method="guided"`` (pixels).
+GUIDED_TILE = 64
+
+#: Default fraction of each tile's pixels used as Nystrom columns.
+GUIDED_COLUMNS = 0.05
+
+_GROUPS = 5
+
+
+def nlm_pilot(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Fast non-local means of a ``(H, W, C)`` float image (the pilot)."""
+    from skimage.restoration import denoise_nl_means
+
+    if sigma <= 0:
+        return img.copy()
+    multichannel = img.shape[-1] > 1
+    out = denoise_nl_means(
+        img if multichannel else img[..., 0],
+        h=PILOT_H * sigma,
+        sigma=sigma,
+        fast_mode=True,
+        patch_size=5,
+        patch_distance=6,
+        channel_axis=-1 if multichannel else None,
+        preserve_range=True,
+    )
+    return np.asarray(out, dtype=img.dtype).reshape(img.shape)
+
+
+def guided_stack(centred: np.ndarray, sigma: float, eps: float, probe: np.ndarray) -> np.ndarray:
+    """The ``(H, W, 5 C)`` input of :func:`iter_guided_plane` for a centred image.
+
+    ``probe`` is the Monte-Carlo SURE direction ``b`` (standard normal, the
+    image's shape) and ``eps`` the perturbation size (0: no SURE run).
+    """
+    pilot = nlm_pilot(centred, sigma)
+    if eps == 0:  # fixed t: no SURE run, no second pilot
+        return np.concatenate([centred, pilot, centred, pilot, probe], axis=-1)
+    perturbed = centred + eps * probe
+    parts = [centred, pilot, perturbed, nlm_pilot(perturbed, sigma), probe]
+    return np.concatenate(parts, axis=-1)
+
+
+def _basis(x: torch.Tensor, columns: torch.Tensor, cfg: Any):
+    return _nystrom.nystrom_basis(
+        x, columns, patch_size=cfg.patch_size, rank=cfg.rank, block_pixels=cfg.block_pixels
+    )
+
+
+def iter_guided_plane(
+    stack: torch.Tensor,
+    sigma: float,
+    cfg: Any,
+    rng: torch.Generator,
+    *,
+    eps: float,
+) -> Generator[tuple[int, int], None, torch.Tensor]:
+    """Guided twicing of one (tile of a) plane; ``stack`` as in :func:`guided_stack`.
+
+    Returns the ``(C, H, W)`` output with ``t`` chosen per channel by
+    Monte-Carlo SURE over ``t = 0`` (the pilot) and the twicing grid, or
+    ``t = cfg.n_iter`` when it is an int (then the perturbed half is unused).
+    """
+    from ._denoise import _counted
+
+    nch = stack.shape[0] // _GROUPS
+    y, p, y_eps, p_eps, probe = (stack[i * nch : (i + 1) * nch] for i in range(_GROUPS))
+    _, h, w = y.shape
+    d = h * w
+    informative = torch.nonzero(patch_sq_norms(p, cfg.patch_size) > 0).flatten().cpu()
+    if informative.numel() == 0:  # the pilot is zero (centred constant): keep it
+        yield (1, 1)
+        return p.clone()
+    m = min(cfg.columns(d), informative.numel())
+    columns = informative[torch.randperm(informative.numel(), generator=rng)[:m]].to(y.device)
+    auto = cfg.n_iter == "auto"
+    total = _nystrom.nystrom_steps(h, w, m, cfg.block_pixels) * (2 if auto else 1) + 1
+    counter = [0]
+    basis = yield from _counted(_basis(p, columns, cfg), counter, total)
+    if auto:
+        basis_eps = yield from _counted(_basis(p_eps, columns, cfg), counter, total)
+    ts = np.concatenate([[0], _twicing.t_grid()]) if auto else np.array([int(cfg.n_iter)])
+    y, p, y_eps, p_eps, probe = (a.reshape(nch, d).double() for a in (y, p, y_eps, p_eps, probe))
+
+    def terms(b: _nystrom.Basis, target: torch.Tensor, start: torch.Tensor):
+        v = b.vectors.double()
+        g = _twicing.gains(b.values, ts)
+        if auto:
+            g[0] = 0.0  # t = 0: the pilot
+        return v, g, (target - start) @ v  # basis, gains (T, k), coefficients (C, k)
+
+    v, g, c = terms(basis, y, p)
+    if auto:
+        v_eps, g_eps, c_eps = terms(basis_eps, y_eps, p_eps)
+        # z^t = p + V (g_t * c); V has orthonormal columns, so
+        # ||y - z^t||^2 = ||y - p||^2 - 2 <g_t c, c> + ||g_t c||^2.
+        gc = g[None] * (2.0 - g[None]) * (c**2)[:, None]
+        res = ((y - p) ** 2).sum(1)[:, None] - gc.sum(2)
+        b_z = (probe * p).sum(1)[:, None] + (g[None] * (c * (probe @ v))[:, None]).sum(2)
+        b_z_eps = (probe * p_eps).sum(1)[:, None] + (
+            g_eps[None] * (c_eps * (probe @ v_eps))[:, None]
+        ).sum(2)
+        div = (b_z_eps - b_z) / eps
+        sure = res / d - sigma**2 + 2.0 * sigma**2 * div / d  # (C, T)
+        best = sure.argmin(1)
+    else:
+        best = torch.zeros(nch, dtype=torch.long, device=g.device)
+    z = p + (g[best] * c) @ v.T
+    yield (total, total)
+    return z.reshape(nch, h, w).to(stack.dtype)
