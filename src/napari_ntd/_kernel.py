@@ -21,16 +21,40 @@ maps of eqs. (35) and (49). With ``s = sqrt(S(p, p) S(q, q))``,
 
 The first term is the last-layer kernel of eq. (14); the second is the
 contribution of the first-layer weights, which the paper's eq. (14) omits.
+
+Speed: float32 blocks on the CPU go through a fused compiled loop
+(:mod:`napari_ntd._fast_kernel`, numba) when it is available;
+:func:`ntk_from_gram_reference` is the eager torch computation used otherwise
+(float64, CUDA, no numba) and by the tests as the reference. Set
+:data:`FAST_KERNEL` to ``False`` (or the environment variable
+``NAPARI_NTD_FAST_KERNEL=0`` before import) to always use the reference.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ntk_from_gram", "patch_matrix", "patch_sq_norms", "ntk_block", "exact_kernel"]
+__all__ = [
+    "FAST_KERNEL",
+    "exact_kernel",
+    "ntk_block",
+    "ntk_from_gram",
+    "ntk_from_gram_reference",
+    "patch_matrix",
+    "patch_sq_norms",
+]
+
+#: Use the compiled CPU kernel for float32 blocks when available (see module doc).
+FAST_KERNEL: bool = os.environ.get("NAPARI_NTD_FAST_KERNEL", "1").strip().lower() not in (
+    "0",
+    "false",
+    "no",
+    "off",
+)
 
 
 def patch_matrix(x: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -59,7 +83,12 @@ def patch_sq_norms(x: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 
 def ntk_from_gram(
-    gram: torch.Tensor, sq_a: torch.Tensor, sq_b: torch.Tensor, n0: int
+    gram: torch.Tensor,
+    sq_a: torch.Tensor,
+    sq_b: torch.Tensor,
+    n0: int,
+    *,
+    fast: bool | None = None,
 ) -> torch.Tensor:
     """Infinite-width NTK from patch inner products.
 
@@ -71,6 +100,10 @@ def ntk_from_gram(
         Squared norms of the patches on each side.
     n0 : int
         Fan-in of the first convolution (``channels * r * r``).
+    fast : bool, optional
+        Use the compiled CPU kernel when it applies (float32, CPU, contiguous,
+        numba installed); default :data:`FAST_KERNEL`. Otherwise, and always
+        for float64 or CUDA tensors, :func:`ntk_from_gram_reference`.
 
     Returns
     -------
@@ -78,6 +111,18 @@ def ntk_from_gram(
         ``Theta(p_i, q_j)``; computed in place in ``gram``'s storage when
         possible, so callers must not reuse ``gram``.
     """
+    if FAST_KERNEL if fast is None else fast:
+        from . import _fast_kernel
+
+        if _fast_kernel.supports(gram):
+            return _fast_kernel.ntk_from_gram_fast(gram, sq_a, sq_b, n0)
+    return ntk_from_gram_reference(gram, sq_a, sq_b, n0)
+
+
+def ntk_from_gram_reference(
+    gram: torch.Tensor, sq_a: torch.Tensor, sq_b: torch.Tensor, n0: int
+) -> torch.Tensor:
+    """:func:`ntk_from_gram` in eager torch (any dtype and device), in place in ``gram``."""
     scale = 2.0 / n0
     s = torch.sqrt(torch.outer(sq_a, sq_b)).mul_(scale)  # sqrt(S(p,p) S(q,q))
     cos = gram.mul_(scale).div_(s.clamp_min(torch.finfo(gram.dtype).tiny))
@@ -90,10 +135,19 @@ def ntk_from_gram(
 
 
 def ntk_block(
-    rows: torch.Tensor, cols: torch.Tensor, sq_rows: torch.Tensor, sq_cols: torch.Tensor
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    sq_rows: torch.Tensor,
+    sq_cols: torch.Tensor,
+    *,
+    fast: bool | None = None,
 ) -> torch.Tensor:
-    """Kernel block between two sets of patches (rows of ``rows`` and ``cols``)."""
-    return ntk_from_gram(rows @ cols.T, sq_rows, sq_cols, rows.shape[1])
+    """Kernel block between two sets of patches (rows of ``rows`` and ``cols``).
+
+    One matrix product for the inner products, then :func:`ntk_from_gram` in
+    its storage (no other ``a x b`` temporary on the fast path).
+    """
+    return ntk_from_gram(rows @ cols.T, sq_rows, sq_cols, rows.shape[1], fast=fast)
 
 
 def exact_kernel(x: torch.Tensor, patch_size: int) -> torch.Tensor:
