@@ -301,11 +301,13 @@ def iter_tiled(
     spatial = tuple(y.shape[1:])
     margin = tile_margin(cfg.patch_size)
     tiles = plan_tiles(spatial, tile_shape, margin)
-    acc = torch.zeros_like(y)
+    acc = None  # the core may return fewer channels than it reads (the guided NTD)
     wsum = torch.zeros(spatial, dtype=y.dtype, device=y.device)
     for i, tile in enumerate(tiles):
         idx = (slice(None), *tile)
         z = yield from nested_progress(core(y[idx].contiguous(), sigma, cfg, rng), i, len(tiles))
+        if acc is None:
+            acc = y.new_zeros((z.shape[0], *spatial))
         w = torch.from_numpy(tile_weights(tile, spatial, margin, cfg.patch_size))
         w = w.to(device=y.device, dtype=y.dtype)
         acc[idx] += z * w
