@@ -201,12 +201,19 @@ def test_widget_multiscale_uses_full_resolution_and_keeps_units(qtbot, viewer_wi
     assert psnr(clean, out.data, data_range=1) > psnr(clean, noisy, data_range=1) + 2
 
 
-def test_cancel_on_256_stops_within_one_step(qtbot, viewer_widget):
-    """Cancel on a 256^2 image: at most one more step runs, the layer is unchanged."""
+@pytest.mark.parametrize("method", ["nystrom", "guided"])
+def test_cancel_on_256_stops_within_one_step(qtbot, viewer_widget, method):
+    """Cancel on a 256^2 image: the run stops early and the layer is unchanged.
+
+    Nystrom steps take ~0.1 s: at most one more step runs. Guided steps are
+    ~5 ms (tiles), so a few more may run before the GUI thread's cancel
+    lands; the run must still stop well before its end.
+    """
     viewer, widget = viewer_widget
     img = np.random.default_rng(4).random((256, 256)).astype(np.float32)
     layer = viewer.add_image(img.copy(), name="256")
     widget.output.value = "in place"
+    widget.method.value = method
     widget.reset_choices()
     widget.image.value = layer
     widget.run_button.clicked.emit()
@@ -220,7 +227,10 @@ def test_cancel_on_256_stops_within_one_step(qtbot, viewer_widget):
     widget._worker.yielded.connect(on_step)
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     total = seen[0][1]
-    assert 2 <= len(seen) <= 3 < total  # stopped at the next step, long before the end
+    if method == "nystrom":
+        assert 2 <= len(seen) <= 3 < total  # stopped at the next step, long before the end
+    else:
+        assert 2 <= len(seen) < total // 2, (len(seen), total)
     np.testing.assert_array_equal(layer.data, img)
     assert ORIGINAL_KEY not in layer.metadata
 

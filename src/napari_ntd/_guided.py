@@ -27,6 +27,7 @@ channels each), so that tiling cuts all five alike.
 from __future__ import annotations
 
 from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -75,11 +76,14 @@ def guided_stack(centred: np.ndarray, sigma: float, eps: float, probe: np.ndarra
     ``probe`` is the Monte-Carlo SURE direction ``b`` (standard normal, the
     image's shape) and ``eps`` the perturbation size (0: no SURE run).
     """
-    pilot = nlm_pilot(centred, sigma)
     if eps == 0:  # fixed t: no SURE run, no second pilot
+        pilot = nlm_pilot(centred, sigma)
         return np.concatenate([centred, pilot, centred, pilot, probe], axis=-1)
     perturbed = centred + eps * probe
-    parts = [centred, pilot, perturbed, nlm_pilot(perturbed, sigma), probe]
+    # skimage's NLM releases the GIL: the two pilots run on two cores
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pilots = list(pool.map(nlm_pilot, (centred, perturbed), (sigma, sigma)))
+    parts = [centred, pilots[0], perturbed, pilots[1], probe]
     return np.concatenate(parts, axis=-1)
 
 
