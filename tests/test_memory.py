@@ -47,9 +47,9 @@ def test_small_budget_tiles_nystrom(image, monkeypatch):
     pieces = []
     real = tiling.iter_tiled
 
-    def spy(y, sigma, cfg, rng, core, tile_shape):
+    def spy(y, sigma, cfg, rng, core, tile_shape, *rest):
         pieces.append(tuple(tile_shape))
-        return real(y, sigma, cfg, rng, core, tile_shape)
+        return real(y, sigma, cfg, rng, core, tile_shape, *rest)
 
     monkeypatch.setattr(tiling, "iter_tiled", spy)
     out = denoise_ntd(image, max_memory="4MB", **FAST)

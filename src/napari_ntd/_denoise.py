@@ -475,7 +475,8 @@ def _iter_image(
     if tiles is None:
         z = yield from core(y, sig / scale, cfg, rng)
     else:
-        z = yield from _tiling.iter_tiled(y, sig / scale, cfg, rng, core, tiles)
+        margin = _guided.guided_margin(cfg.patch_size) if cfg.method == "guided" else None
+        z = yield from _tiling.iter_tiled(y, sig / scale, cfg, rng, core, tiles, margin)
     out = z.permute(*range(1, nd + 1), 0).cpu().numpy().astype(np.float64) * scale + center
     if noise.kind != "gaussian":
         out = _vst.gat_inverse(out, noise)

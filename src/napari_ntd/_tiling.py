@@ -289,8 +289,12 @@ def iter_tiled(
     rng: torch.Generator,
     core: Callable[..., Generator[tuple[int, int], None, torch.Tensor]],
     tile_shape: Sequence[int],
+    margin: int | None = None,
 ) -> Generator[tuple[int, int], None, torch.Tensor]:
     """Denoise a centred ``(C, *spatial)`` tensor tile by tile and blend.
+
+    ``margin`` (default :func:`tile_margin`) is half the tiles' overlap; it
+    must exceed ``patch_size // 2`` (the zero-weight band at inner edges).
 
     ``core(y_tile, sigma, cfg, rng)`` is the per-piece denoiser (a
     generator yielding ``(done, total)`` and returning the tile). Tiles run
@@ -299,7 +303,7 @@ def iter_tiled(
     from ._denoise import nested_progress
 
     spatial = tuple(y.shape[1:])
-    margin = tile_margin(cfg.patch_size)
+    margin = tile_margin(cfg.patch_size) if margin is None else int(margin)
     tiles = plan_tiles(spatial, tile_shape, margin)
     acc = None  # the core may return fewer channels than it reads (the guided NTD)
     wsum = torch.zeros(spatial, dtype=y.dtype, device=y.device)
