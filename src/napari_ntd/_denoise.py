@@ -530,8 +530,10 @@ def denoise_ntd(
 
     The filter is the infinite-width neural tangent kernel of a one-hidden-layer
     ReLU CNN (``r x r`` conv, ReLU, ``1 x 1`` conv; appendix H.1 of the paper)
-    evaluated on the image's own patches, applied by twicing
-    ``z <- z + W (y - z)`` from ``z = 0`` and stopped after ``n_iter`` steps.
+    evaluated on image patches, applied by twicing ``z <- z + W (y - z)`` and
+    stopped after ``n_iter`` steps: on the noisy image's patches from
+    ``z = 0`` (``method='nystrom'``, the paper), or on a non-local-means
+    pilot's patches from ``z = pilot`` (``method='guided'``, the default).
 
     Parameters
     ----------
@@ -546,9 +548,15 @@ def denoise_ntd(
         Standard deviation of the Gaussian noise, in the units of the
         (converted) image. ``None`` estimates it with
         :func:`skimage.restoration.estimate_sigma`.
-    method : {'nystrom', 'exact', 'dip'}
-        ``'nystrom'`` (default) approximates the filter from ``n_columns``
-        random columns (appendix G). ``'exact'`` builds the full
+    method : {None, 'guided', 'nystrom', 'exact', 'dip'}
+        ``None`` (default) is ``'guided'`` for 2D images and ``'nystrom'``
+        for volumes (``spatial_dims=3``). ``'guided'`` (beyond the paper; see
+        :mod:`napari_ntd._guided`): a non-local-means pilot, the NTK on the
+        pilot's patches, twicing started from the pilot in 64 x 64 tiles, and
+        Monte-Carlo SURE over the whole map (``t = 0`` is the pilot); the
+        best quality and the fastest. ``'nystrom'`` is the paper's algorithm:
+        the filter from ``n_columns`` random columns (appendix G) of the
+        kernel on the noisy image, twicing from zero. ``'exact'`` builds the full
         ``d x d`` filter; images of at most ``EXACT_MAX_PIXELS`` pixels.
         ``'dip'`` trains a network on the image (sections 5-6; options
         ``architecture``, ``optimizer``, ``input``, ``width``, ``lr``; see
