@@ -102,3 +102,19 @@ def test_cli_reports_the_budget(tmp_path, capsys):
     assert not dst.exists()
     assert main([*args, "--max-memory", _suggested(err)]) == 0
     assert dst.exists()
+
+
+def test_guided_counts_its_whole_image_arrays():
+    """The guided default holds image-sized arrays besides its tiles: they count."""
+    from napari_ntd._tiling import guided_image_bytes
+
+    image = np.random.default_rng(0).random((200, 200))
+    whole = guided_image_bytes(image.shape, 1, 8)
+    assert whole == 200 * 200 * (10 * 8 + 48)
+    gen = iter_denoise_ntd(image, max_memory=whole, n_iter=1, seed=0)  # the tile does not fit
+    with pytest.raises(MemoryBudgetError) as info:
+        next(gen)
+    msg = str(info.value)
+    assert "whole-image arrays" in msg and "method='nystrom'" in msg
+    out = denoise_ntd(image, max_memory=_suggested(msg), n_iter=1, seed=0)
+    assert out.shape == image.shape and np.isfinite(out).all()

@@ -453,7 +453,12 @@ def _iter_image(
             img.shape[:-1], img.shape[-1], cfg, itemsize, tile_shape, max_memory
         )
     piece = img.shape[:-1] if tiles is None else tiles
-    _tiling.check_memory(piece, img.shape[-1], cfg, itemsize, max_memory, tile_shape is not None)
+    whole = 0
+    if cfg.method == "guided":  # the pilot and the channel groups are whole-image arrays
+        whole = _tiling.guided_image_bytes(img.shape[:-1], img.shape[-1], itemsize)
+    _tiling.check_memory(
+        piece, img.shape[-1], cfg, itemsize, max_memory, tile_shape is not None, extra=whole
+    )
 
     # The filter is scale-invariant: extreme value ranges, whose patch products
     # would over- or underflow, are brought to ~1 and the result scaled back.
