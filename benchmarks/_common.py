@@ -10,6 +10,28 @@ import torch
 RESULTS = Path(__file__).parent / "results"
 
 
+def nlm_peer(noisy, sigma: float, channel_axis: int | None):
+    """The benchmarks' NLM: skimage fast mode, h = 0.8 sigma, 5x5 patches, 13x13 window."""
+    from skimage.restoration import denoise_nl_means
+
+    return denoise_nl_means(
+        noisy,
+        h=0.8 * sigma,
+        sigma=sigma,
+        fast_mode=True,
+        patch_size=5,
+        patch_distance=6,
+        channel_axis=channel_axis,
+    )
+
+
+def bm3d_peer(noisy, sigma: float, channel_axis: int | None):
+    """BM3D (optional ``bm3d`` package; ``bm3d_rgb`` for colour, channels last)."""
+    import bm3d
+
+    return bm3d.bm3d_rgb(noisy, sigma) if channel_axis is not None else bm3d.bm3d(noisy, sigma)
+
+
 def table(header: list[str], rows: list[list]) -> str:
     def fmt(v):
         return f"{v:.3g}" if isinstance(v, float) else str(v)

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import bm3d_peer, nlm_peer
+
 IMAGES = ("camera", "astronaut", "coffee")
 METHODS = ("ntd", "pilot", "ntd-nystrom", "ntd-oracle", "nlm", "tv", "wavelet", "bm3d")
 
@@ -76,17 +78,7 @@ def run_one(method: str, name: str, size: str, sigma255: float, seed: int) -> di
         out = out if ch is not None else out[..., 0]
         extra = {}
     elif method == "nlm":
-        from skimage.restoration import denoise_nl_means
-
-        out = denoise_nl_means(
-            noisy,
-            h=0.8 * sigma,
-            sigma=sigma,
-            fast_mode=True,
-            channel_axis=ch,
-            patch_size=5,
-            patch_distance=6,
-        )
+        out = nlm_peer(noisy, sigma, ch)
         extra = {}
     elif method == "tv":
         from skimage.restoration import denoise_tv_chambolle
@@ -99,9 +91,7 @@ def run_one(method: str, name: str, size: str, sigma255: float, seed: int) -> di
         out = denoise_wavelet(noisy, sigma=sigma, channel_axis=ch, rescale_sigma=True)
         extra = {}
     elif method == "bm3d":
-        import bm3d
-
-        out = bm3d.bm3d_rgb(noisy, sigma) if ch is not None else bm3d.bm3d(noisy, sigma)
+        out = bm3d_peer(noisy, sigma, ch)
         extra = {}
     else:
         raise ValueError(method)
@@ -120,6 +110,7 @@ def _ntd_oracle(noisy, clean, sigma, ch, seed):
     import torch
 
     from napari_ntd._denoise import NTDConfig, iter_fit_plane, robust_center
+    from napari_ntd._progress import run_to_end
     from napari_ntd._twicing import error_curve, project, t_grid
 
     img = noisy if ch is not None else noisy[..., None]
@@ -128,13 +119,7 @@ def _ntd_oracle(noisy, clean, sigma, ch, seed):
     y = torch.from_numpy(img - center).permute(2, 0, 1).contiguous()
     x = torch.from_numpy(ref - center).float().permute(2, 0, 1).reshape(img.shape[-1], -1)
     cfg = NTDConfig(method="nystrom", n_iter=1, seed=seed)
-    gen = iter_fit_plane(y, sigma, cfg, torch.Generator().manual_seed(seed))
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            fit = stop.value
-            break
+    fit = run_to_end(iter_fit_plane(y, sigma, cfg, torch.Generator().manual_seed(seed)))
     ts = t_grid()
     err = error_curve(fit.basis, fit.proj, project(fit.basis, x).coef, (x.double() ** 2).sum(1), ts)
     t_best = ts[err.argmin(1).numpy()]
@@ -257,7 +242,6 @@ def plot_crops(path: Path, seed: int, name: str = "camera", sigma255: float = 25
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from skimage.metrics import peak_signal_noise_ratio as psnr
-    from skimage.restoration import denoise_nl_means
 
     from napari_ntd import denoise_ntd
 
@@ -267,16 +251,12 @@ def plot_crops(path: Path, seed: int, name: str = "camera", sigma255: float = 25
     panels = {
         "clean": clean,
         "noisy": noisy,
-        "NLM (h=0.8 sigma)": denoise_nl_means(
-            noisy, h=0.8 * sigma, sigma=sigma, fast_mode=True, patch_size=5, patch_distance=6
-        ),
+        "NLM (h=0.8 sigma)": nlm_peer(noisy, sigma, None),
         "NTD nystrom (paper)": denoise_ntd(noisy, sigma=sigma, seed=seed, method="nystrom"),
         "NTD guided (default)": denoise_ntd(noisy, sigma=sigma, seed=seed),
     }
     try:
-        import bm3d
-
-        panels["BM3D"] = bm3d.bm3d(noisy, sigma)
+        panels["BM3D"] = bm3d_peer(noisy, sigma, None)
     except ImportError:
         pass
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3))

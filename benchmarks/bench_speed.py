@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from _common import save, table
+from _common import bm3d_peer, nlm_peer, save, table
 
 SIGMA = 25 / 255
 CASES = [("camera", 256), ("camera", 512), ("camera", 1024), ("astronaut-rgb", 256)]
@@ -73,21 +73,9 @@ def child(method: str, name: str, size: int) -> None:
     elif method == "ntd-nystrom":
         out = denoise_ntd(noisy, sigma=SIGMA, seed=0, channel_axis=ch, method="nystrom")
     elif method == "nlm":
-        from skimage.restoration import denoise_nl_means
-
-        out = denoise_nl_means(
-            noisy,
-            h=0.8 * SIGMA,
-            sigma=SIGMA,
-            fast_mode=True,
-            patch_size=5,
-            patch_distance=6,
-            channel_axis=ch,
-        )
+        out = nlm_peer(noisy, SIGMA, ch)
     else:
-        import bm3d
-
-        out = bm3d.bm3d_rgb(noisy, SIGMA) if ch is not None else bm3d.bm3d(noisy, SIGMA)
+        out = bm3d_peer(noisy, SIGMA, ch)
     dt = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # GiB
     res = {"time": dt, "rss": rss, "psnr": psnr(clean, np.clip(out, 0, 1), data_range=1)}

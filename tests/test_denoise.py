@@ -19,17 +19,10 @@ from napari_ntd._denoise import (
 )
 from napari_ntd._kernel import exact_kernel
 from napari_ntd._nystrom import exact_basis, nystrom_basis
+from napari_ntd._progress import run_to_end
 from napari_ntd._twicing import apply, error_curve, project
 
 FAST = dict(n_columns=200, seed=0)
-
-
-def _run(gen):
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
 
 
 # --- quality -----------------------------------------------------------------
@@ -166,14 +159,8 @@ def test_progress_callback_and_generator(noisy_camera):
     assert len(calls) >= 3
     dones = [d for d, _ in calls]
     assert dones == sorted(dones) and calls[-1][0] == calls[-1][1]
-    gen = iter_denoise_ntd(noisy, sigma=sigma, **FAST)
     steps = []
-    while True:
-        try:
-            steps.append(next(gen))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = run_to_end(iter_denoise_ntd(noisy, sigma=sigma, **FAST), steps.append)
     assert steps == calls
     np.testing.assert_array_equal(result, out)
 
@@ -217,7 +204,7 @@ def test_closed_form_twicing_equals_iteration(noisy_camera):
     y = _centred(noisy_camera)
     k = exact_kernel(y, 5)
     w = k / torch.linalg.eigvalsh(k).max()
-    basis = _run(exact_basis(y, patch_size=5))
+    basis = run_to_end(exact_basis(y, patch_size=5))
     yf = y.reshape(1, -1)
     proj = project(basis, yf)
     z = torch.zeros_like(yf[0])
@@ -239,7 +226,7 @@ def test_nystrom_twicing_equals_iterating_the_nystrom_matrix(noisy_camera):
     c = k[:, cols]
     w = c @ torch.linalg.solve(k[cols][:, cols], c.T)
     w = w / torch.linalg.eigvalsh(w).max()
-    basis = _run(nystrom_basis(y, cols, patch_size=5, rank=None))
+    basis = run_to_end(nystrom_basis(y, cols, patch_size=5, rank=None))
     assert basis.vectors.shape[1] == 60
     gram = basis.vectors.T @ basis.vectors
     torch.testing.assert_close(gram, torch.eye(60, dtype=gram.dtype), atol=1e-8, rtol=0)
@@ -258,7 +245,7 @@ def test_error_curve_matches_direct_computation(noisy_camera):
     y = _centred(noisy_camera)
     x = torch.from_numpy(clean[:20, :20] - 0.5).reshape(1, -1)
     cols = torch.randperm(400, generator=torch.Generator().manual_seed(0))[:150]
-    basis = _run(nystrom_basis(y, cols, patch_size=5, rank=None))
+    basis = run_to_end(nystrom_basis(y, cols, patch_size=5, rank=None))
     proj = project(basis, y.reshape(1, -1))
     ts = np.array([1, 7, 50])
     curve = error_curve(basis, proj, project(basis, x).coef, (x.double() ** 2).sum(1), ts)
@@ -271,12 +258,12 @@ def test_nystrom_converges_to_exact(noisy_camera):
     y = _centred(noisy_camera, n=24)
     d = y.numel()
     yf = y.reshape(1, -1)
-    ex = _run(exact_basis(y, patch_size=5))
+    ex = run_to_end(exact_basis(y, patch_size=5))
     z_exact = apply(ex, project(ex, yf), np.array([30]))[0]
     perm = torch.randperm(d, generator=torch.Generator().manual_seed(1))
     errors = []
     for m in (d // 8, d // 2, d):
-        basis = _run(nystrom_basis(y, perm[:m], patch_size=5, rank=None))
+        basis = run_to_end(nystrom_basis(y, perm[:m], patch_size=5, rank=None))
         z = apply(basis, project(basis, yf), np.array([30]))[0]
         errors.append(float((z - z_exact).norm() / z_exact.norm()))
     assert errors[0] > errors[1] > errors[2]
@@ -286,7 +273,7 @@ def test_nystrom_converges_to_exact(noisy_camera):
 def test_nystrom_memory_is_rank_bounded(noisy_camera):
     y = _centred(noisy_camera, n=40)
     cols = torch.randperm(1600, generator=torch.Generator().manual_seed(0))[:300]
-    basis = _run(nystrom_basis(y, cols, patch_size=5, rank=32, block_pixels=128))
+    basis = run_to_end(nystrom_basis(y, cols, patch_size=5, rank=32, block_pixels=128))
     assert basis.vectors.shape == (1600, 32)
     assert basis.values[0] == 1 and (basis.values[1:] <= basis.values[:-1]).all()
 
@@ -297,7 +284,7 @@ def _sure_and_oracle(clean, noisy, sigma, method, seed=0):
     y = torch.from_numpy(noisy - center)[None]
     x = torch.from_numpy(clean - center).reshape(1, -1)
     cfg = NTDConfig(method=method, n_columns=200, seed=seed)
-    fit = _run(iter_fit_plane(y, sigma, cfg, torch.Generator().manual_seed(seed)))
+    fit = run_to_end(iter_fit_plane(y, sigma, cfg, torch.Generator().manual_seed(seed)))
     ref = project(fit.basis, x).coef
     mse = error_curve(fit.basis, fit.proj, ref, (x.double() ** 2).sum(1), fit.ts)[0]
     mse = mse / x.numel()

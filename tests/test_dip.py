@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_ntd import denoise_ntd, iter_denoise_ntd
+from napari_ntd._progress import run_to_end
 
 KW = dict(method="dip", width=8, seed=0)
 
@@ -29,12 +30,7 @@ def test_dip_auto_progress_and_seed(noisy_camera):
     gen = iter_denoise_ntd(noisy[:16, :16], sigma=sigma, architecture="vanilla", patch_size=5, **KW)
     # drive the generator by hand: (done, total) with done <= total
     seen = []
-    while True:
-        try:
-            seen.append(next(gen))
-        except StopIteration as stop:
-            out = stop.value
-            break
+    out = run_to_end(gen, seen.append)
     assert all(0 < d <= t for d, t in seen) and len(seen) > 1
     again = denoise_ntd(noisy[:16, :16], sigma=sigma, architecture="vanilla", patch_size=5, **KW)
     np.testing.assert_array_equal(out, again)

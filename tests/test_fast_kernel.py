@@ -25,6 +25,7 @@ import torch
 from napari_ntd import _fast_kernel, _kernel
 from napari_ntd._kernel import exact_kernel, ntk_block, ntk_from_gram, ntk_from_gram_reference
 from napari_ntd._nystrom import nystrom_basis
+from napari_ntd._progress import run_to_end as _run
 from napari_ntd._twicing import gains
 
 needs_fast = pytest.mark.skipif(
@@ -47,14 +48,6 @@ def _check_against_float64(gram32, sq_a, sq_b, n0):
     bound = TOL * _scale(sq_a, sq_b, n0)
     assert torch.all(err <= bound), float((err / bound.clamp_min(1e-300)).max())
     return got, want
-
-
-def _run(gen):
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        return stop.value
 
 
 @pytest.fixture

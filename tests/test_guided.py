@@ -7,9 +7,10 @@ from skimage import data, img_as_float
 from skimage.metrics import peak_signal_noise_ratio as psnr
 
 from napari_ntd import denoise_ntd
-from napari_ntd._denoise import NTDConfig, _counted
+from napari_ntd._denoise import NTDConfig
 from napari_ntd._guided import guided_stack, iter_guided_plane, nlm_pilot
 from napari_ntd._nystrom import nystrom_basis
+from napari_ntd._progress import run_to_end
 
 SIGMA = 25 / 255
 
@@ -18,14 +19,6 @@ def _case(seed=0, n=96, sigma=SIGMA):
     clean = img_as_float(data.camera())[200 : 200 + n, 220 : 220 + n]
     noisy = clean + sigma * np.random.default_rng(seed).standard_normal(clean.shape)
     return clean, noisy
-
-
-def _run(gen):
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -64,12 +57,12 @@ def test_guided_closed_form_equals_iterating_from_the_pilot():
     st = torch.from_numpy(stack).permute(2, 0, 1).contiguous()  # float64
     t = 7
     cfg = NTDConfig(n_iter=t, n_columns=200, rank=None)
-    out = _run(iter_guided_plane(st, SIGMA, cfg, torch.Generator().manual_seed(0), eps=0.0))
+    out = run_to_end(iter_guided_plane(st, SIGMA, cfg, torch.Generator().manual_seed(0), eps=0.0))
     # the same columns, drawn the same way, give the same Nystrom basis
     rng = torch.Generator().manual_seed(0)
     p = st[1:2]
     cols = torch.randperm(p[0].numel(), generator=rng)[: cfg.columns(p[0].numel())]
-    basis = _run(_counted(nystrom_basis(p, cols, patch_size=11, rank=None), [0], 1))
+    basis = run_to_end(nystrom_basis(p, cols, patch_size=11, rank=None))
     v, lam = basis.vectors, basis.values
     w = v @ torch.diag(lam) @ v.T
     z = p.reshape(-1).clone()

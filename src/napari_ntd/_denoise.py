@@ -19,7 +19,7 @@ import torch
 
 from . import _dask, _guided, _nystrom, _stacks, _tiling, _twicing, _vst
 from ._kernel import patch_sq_norms
-from ._progress import make_reporter
+from ._progress import make_reporter, run_to_end
 
 __all__ = ["denoise_ntd", "iter_denoise_ntd", "NTDConfig", "METHODS", "EXACT_MAX_PIXELS"]
 
@@ -91,6 +91,12 @@ class NTDConfig:
         n = self.n_columns
         m = int(n) if _is_int(n) else round(n * d)
         return int(min(d, max(m, MIN_COLUMNS), MAX_COLUMNS if not _is_int(n) else d))
+
+
+def sure_eps(sigma: float, spread: float, tiny: float) -> float:
+    """Size of the Monte-Carlo SURE perturbation: ``SURE_EPS`` times the noise
+    level, kept away from zero for (nearly) noise-free images."""
+    return SURE_EPS * max(sigma, 1e-3 * spread, tiny)
 
 
 def _is_int(x: Any) -> bool:
@@ -268,7 +274,7 @@ def iter_fit_plane(
     y_flat = y.reshape(nch, d)
     if auto:
         spread = float(y.max() - y.min())
-        eps = SURE_EPS * max(sigma, 1e-3 * spread, torch.finfo(y.dtype).eps)
+        eps = sure_eps(sigma, spread, torch.finfo(y.dtype).eps)
         b = torch.randn((nch, h, w), generator=rng, dtype=y.dtype).to(dev)
         y_eps = y + eps * b
         b_flat = b.reshape(nch, d)
@@ -468,19 +474,20 @@ def _iter_image(
     tdtype = torch.float64 if compute == np.float64 else torch.float32
     rng = torch.Generator().manual_seed(int(seed))
     core = iter_denoise_plane if nd == 2 else _stacks.iter_denoise_volume
+    margin = None  # the tiles' default overlap
     if cfg.method == "guided":  # pilot, perturbed pilot and probe as channel groups
         sig_c = sig / scale
-        eps = SURE_EPS * max(sig_c, 1e-3 * spread / scale, float(np.finfo(compute).eps))
-        eps = eps if cfg.n_iter == "auto" else 0.0
+        auto = cfg.n_iter == "auto"
+        eps = sure_eps(sig_c, spread / scale, float(np.finfo(compute).eps)) if auto else 0.0
         probe = torch.randn(centred.shape, generator=rng, dtype=torch.float64).numpy()
         centred = _guided.guided_stack(centred.astype(compute), sig_c, eps, probe.astype(compute))
         core = functools.partial(_guided.iter_guided_plane, eps=eps)
+        margin = _guided.guided_margin(cfg.patch_size)
     y = torch.from_numpy(centred).to(device=device, dtype=tdtype)
     y = y.permute(nd, *range(nd)).contiguous()
     if tiles is None:
         z = yield from core(y, sig / scale, cfg, rng)
     else:
-        margin = _guided.guided_margin(cfg.patch_size) if cfg.method == "guided" else None
         z = yield from _tiling.iter_tiled(y, sig / scale, cfg, rng, core, tiles, margin)
     out = z.permute(*range(1, nd + 1), 0).cpu().numpy().astype(np.float64) * scale + center
     if noise.kind != "gaussian":
@@ -715,8 +722,4 @@ def denoise_ntd(
         lr=lr,
     )
     with make_reporter(progress) as report:
-        while True:
-            try:
-                report(*next(gen))
-            except StopIteration as stop:
-                return stop.value
+        return run_to_end(gen, lambda step: report(*step))

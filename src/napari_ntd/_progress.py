@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
-__all__ = ["make_reporter"]
+__all__ = ["make_reporter", "run_to_end"]
+
+
+def run_to_end(gen: Generator[Any, None, Any], on_step: Callable[[Any], Any] | None = None) -> Any:
+    """Drive a step generator to its end and return its value.
+
+    ``on_step`` (optional) receives every yielded item, e.g. ``(done, total)``.
+    """
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_step is not None:
+            on_step(item)
 
 
 @contextlib.contextmanager
