@@ -10,7 +10,7 @@ Each (method, image, sigma) runs in its own subprocess so that the peak RSS
 Prints a markdown table and writes it to ``benchmarks/results/``.
 
 Methods: ``ntd`` (``denoise_ntd`` defaults: ``method="guided"``, MC-SURE),
-``pilot`` (the guided method's non-local-means pilot alone, i.e. its
+``pilot`` (the guided method's pilot alone, i.e. its
 ``t = 0``: shows what the NTK twicing adds), ``ntd-nystrom`` (the paper's
 method, ``method="nystrom"``), ``ntd-oracle`` (the same Nystrom fit with the
 oracle-best t: an upper bound for its stopping rule), skimage
@@ -71,10 +71,10 @@ def run_one(method: str, name: str, size: str, sigma255: float, seed: int) -> di
             out, t = _ntd_oracle(noisy, clean, sigma, ch, seed)
             extra = {"t": t}
     elif method == "pilot":
-        from napari_ntd._guided import nlm_pilot
+        from napari_ntd._pilot import pilot
 
         img = noisy if ch is not None else noisy[..., None]
-        out = nlm_pilot(img, sigma)
+        out = pilot(img, sigma)
         out = out if ch is not None else out[..., 0]
         extra = {}
     elif method == "nlm":

@@ -8,8 +8,9 @@ from skimage.metrics import peak_signal_noise_ratio as psnr
 
 from napari_ntd import denoise_ntd
 from napari_ntd._denoise import NTDConfig
-from napari_ntd._guided import guided_stack, iter_guided_plane, nlm_pilot
+from napari_ntd._guided import guided_stack, iter_guided_plane
 from napari_ntd._nystrom import nystrom_basis
+from napari_ntd._pilot import pilot as make_pilot
 from napari_ntd._progress import run_to_end
 
 SIGMA = 25 / 255
@@ -36,16 +37,16 @@ def test_guided_not_worse_than_its_pilot_and_sure_near_oracle():
     """MC-SURE over t (t = 0 is the pilot) lands near the best fixed t."""
     clean, noisy = _case(0)
     auto = psnr(clean, denoise_ntd(noisy, sigma=SIGMA, seed=0), data_range=1)
-    pilot = psnr(clean, nlm_pilot(noisy[..., None], SIGMA)[..., 0], data_range=1)
+    pilot = psnr(clean, make_pilot(noisy[..., None], SIGMA)[..., 0], data_range=1)
     fixed = {
         t: psnr(clean, denoise_ntd(noisy, sigma=SIGMA, seed=0, n_iter=t), data_range=1)
         for t in (1, 10, 100, 1000, 10_000, 100_000)
     }
     best = max(pilot, *fixed.values())
-    assert auto >= best - 0.3, (auto, pilot, fixed)
+    assert auto >= best - 0.15, (auto, pilot, fixed)
     assert auto >= pilot - 0.1
-    # the candidates differ, so choosing t matters (the test could fail)
-    assert max(fixed.values()) - min(fixed.values()) > 1.0
+    # the candidates differ by more than the tolerance, so choosing t matters
+    assert max(fixed.values()) - min(fixed.values()) > 0.5
 
 
 def test_guided_closed_form_equals_iterating_from_the_pilot():

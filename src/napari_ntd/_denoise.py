@@ -544,8 +544,8 @@ def denoise_ntd(
     ReLU CNN (``r x r`` conv, ReLU, ``1 x 1`` conv; appendix H.1 of the paper)
     evaluated on image patches, applied by twicing ``z <- z + W (y - z)`` and
     stopped after ``n_iter`` steps: on the noisy image's patches from
-    ``z = 0`` (``method='nystrom'``, the paper), or on a non-local-means
-    pilot's patches from ``z = pilot`` (``method='guided'``, the default).
+    ``z = 0`` (``method='nystrom'``, the paper), or on a classical pilot's
+    patches from ``z = pilot`` (``method='guided'``, the default).
 
     Parameters
     ----------
@@ -563,10 +563,11 @@ def denoise_ntd(
     method : {None, 'guided', 'nystrom', 'exact', 'dip'}
         ``None`` (default) is ``'guided'`` for 2D images and ``'nystrom'``
         for volumes (``spatial_dims=3``). ``'guided'`` (beyond the paper; see
-        :mod:`napari_ntd._guided`): a non-local-means pilot, the NTK on the
-        pilot's patches, twicing started from the pilot in 64 x 64 tiles, and
-        Monte-Carlo SURE over the whole map (``t = 0`` is the pilot); the
-        best quality and the fastest. ``'nystrom'`` is the paper's algorithm:
+        :mod:`napari_ntd._guided`): a classical pilot (sliding-DCT Wiener
+        guided by non-local means), the NTK on the pilot's patches, twicing
+        started from the pilot in 64 x 64 tiles, and Monte-Carlo SURE over
+        the whole map (``t = 0`` is the pilot); the best quality and the
+        fastest. ``'nystrom'`` is the paper's algorithm:
         the filter from ``n_columns`` random columns (appendix G) of the
         kernel on the noisy image, twicing from zero. ``'exact'`` builds the full
         ``d x d`` filter; images of at most ``EXACT_MAX_PIXELS`` pixels.

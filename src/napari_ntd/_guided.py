@@ -1,9 +1,9 @@
-"""The guided NTD (``method="guided"``): a non-local-means pilot, then NTK twicing.
+"""The guided NTD (``method="guided"``): a classical pilot, then NTK twicing.
 
 Beyond the paper (issue 6). BM3D's two-stage idea applied to the NTD:
 
-1. **Pilot.** A first estimate ``p`` by skimage's fast non-local means
-   (``h = PILOT_H * sigma``).
+1. **Pilot.** A first estimate ``p``: sliding-DCT Wiener shrinkage guided by
+   non-local means and DCT hard thresholding (:func:`napari_ntd._pilot.pilot`).
 2. **Kernel from the pilot.** The network's input is the pilot instead of the
    noisy image: the NTK filter ``W`` is evaluated on the pilot's patches
    (Nystrom, same columns and kernel as ``method="nystrom"``), whose
@@ -37,26 +37,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _nystrom, _twicing
+from . import _nystrom, _pilot, _twicing
 from ._kernel import patch_sq_norms
 
 __all__ = [
-    "PILOT_H",
     "GUIDED_TILE",
     "guided_margin",
-    "nlm_pilot",
     "guided_stack",
     "iter_guided_plane",
 ]
 
-#: Filtering strength of the non-local-means pilot, times sigma.
-PILOT_H = 0.6
-
 #: Default tile side of ``method="guided"`` (pixels).
 GUIDED_TILE = 64
 
-#: Default fraction of each tile's pixels used as Nystrom columns.
-GUIDED_COLUMNS = 0.05
 
 _GROUPS = 5
 
@@ -66,26 +59,6 @@ def guided_margin(patch_size: int) -> int:
     return patch_size // 2 + 1
 
 
-def nlm_pilot(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Fast non-local means of a ``(H, W, C)`` float image (the pilot)."""
-    from skimage.restoration import denoise_nl_means
-
-    if sigma <= 0:
-        return img.copy()
-    multichannel = img.shape[-1] > 1
-    out = denoise_nl_means(
-        img if multichannel else img[..., 0],
-        h=PILOT_H * sigma,
-        sigma=sigma,
-        fast_mode=True,
-        patch_size=5,
-        patch_distance=6,
-        channel_axis=-1 if multichannel else None,
-        preserve_range=True,
-    )
-    return np.asarray(out, dtype=img.dtype).reshape(img.shape)
-
-
 def guided_stack(centred: np.ndarray, sigma: float, eps: float, probe: np.ndarray) -> np.ndarray:
     """The ``(H, W, 5 C)`` input of :func:`iter_guided_plane` for a centred image.
 
@@ -93,12 +66,12 @@ def guided_stack(centred: np.ndarray, sigma: float, eps: float, probe: np.ndarra
     image's shape) and ``eps`` the perturbation size (0: no SURE run).
     """
     if eps == 0:  # fixed t: no SURE run, no second pilot
-        pilot = nlm_pilot(centred, sigma)
+        pilot = _pilot.pilot(centred, sigma)
         return np.concatenate([centred, pilot, centred, pilot, probe], axis=-1)
     perturbed = centred + eps * probe
-    # skimage's NLM releases the GIL: the two pilots run on two cores
+    # skimage's NLM and torch release the GIL: the two pilots run on two cores
     with ThreadPoolExecutor(max_workers=2) as pool:
-        pilots = list(pool.map(nlm_pilot, (centred, perturbed), (sigma, sigma)))
+        pilots = list(pool.map(_pilot.pilot, (centred, perturbed), (sigma, sigma)))
     parts = [centred, pilots[0], perturbed, pilots[1], probe]
     return np.concatenate(parts, axis=-1)
 
