@@ -20,7 +20,8 @@ complementary estimates (measured on the benchmark crops, issue 6):
    (no shrinkage towards zero; -0.01 dB on the benchmark crops).
 
 Colour (three channels) is filtered in an orthonormal opponent space
-(luminance, two colour differences), which keeps white noise white; other
+(luminance, two colour differences), which keeps white noise white, with
+larger blocks (``CHROMA_DCT_SIZE``) for the smoother colour differences; other
 channel counts are filtered channel by channel.
 
 The DCT passes are separable convolutions (``n`` row filters, then ``n``
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 __all__ = [
     "PILOT_H",
     "DCT_SIZE",
+    "CHROMA_DCT_SIZE",
     "DCT_THRESHOLD",
     "nlm",
     "dct_matrix",
@@ -49,6 +51,10 @@ PILOT_H = 0.6
 
 #: Side of the sliding DCT blocks.
 DCT_SIZE = 8
+
+#: Side of the sliding DCT blocks of the two colour-difference planes (smoother
+#: than luminance: +0.07 dB mean, +0.18 dB on colour at sigma 50 on the crops).
+CHROMA_DCT_SIZE = 12
 
 #: Hard threshold of the first DCT pass, times sigma.
 DCT_THRESHOLD = 2.7
@@ -163,9 +169,17 @@ def pilot(img: np.ndarray, sigma: float) -> np.ndarray:
         a = a @ opp.T if colour else a
         return torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, -1, 0)))[:, None]
 
+    def wiener(y: torch.Tensor, non_local: torch.Tensor, size: int) -> torch.Tensor:
+        guide = (dct_shrink(y, sigma, size=size) + non_local) / 2
+        return dct_shrink(y, sigma, guide=guide, size=size)
+
     with torch.no_grad():
-        y = planes(img)
-        guide = (dct_shrink(y, sigma) + planes(non_local)) / 2
-        out = np.moveaxis(dct_shrink(y, sigma, guide=guide)[:, 0].numpy(), 0, -1)
+        y, nl = planes(img), planes(non_local)
+        if colour:
+            luma = wiener(y[:1], nl[:1], DCT_SIZE)
+            out = torch.cat([luma, wiener(y[1:], nl[1:], CHROMA_DCT_SIZE)])
+        else:
+            out = wiener(y, nl, DCT_SIZE)
+    out = np.moveaxis(out[:, 0].numpy(), 0, -1)
     out = out @ opp if colour else out
     return np.ascontiguousarray(out, dtype=img.dtype)
