@@ -117,3 +117,17 @@ def test_pilot_with_a_tiny_sigma_is_finite():
     out = pilot(img, 1e-30)
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out, img, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pilot_follows_scale_and_offset(channels):
+    """Units do not matter: pilot(a y + c, a sigma) = a pilot(y, sigma) + c.
+
+    The offset part holds because both DCT passes keep the block means.
+    """
+    _, noisy = _noisy((40, 36))
+    img = np.stack([noisy, noisy[::-1], noisy[:, ::-1]][:channels], axis=-1)
+    base = pilot(img, 0.1)
+    moved = pilot(250.0 * img + 1000.0, 25.0)
+    np.testing.assert_allclose(moved, 250.0 * base + 1000.0, rtol=0, atol=1e-6 * 1250)
+    assert np.abs(base - img).max() > 0.05  # it filtered
