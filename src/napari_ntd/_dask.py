@@ -77,24 +77,14 @@ def denoise_dask(
     """
     import dask.array as da
 
+    from ._denoise import check_layout
     from ._tiling import tile_margin
 
     if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-    if image.dtype.kind == "c":
-        raise TypeError("complex images are not supported; denoise real and imaginary parts")
-    if image.dtype.kind not in "biuf":
-        raise TypeError(f"image must be a numeric array, got dtype {image.dtype}")
-    expected = spatial_dims + (channel_axis is not None)
-    if image.ndim < expected:
-        raise NotImplementedError(
-            f"denoise_ntd needs {spatial_dims}D images (ndim >= {expected} with channel_axis="
-            f"{channel_axis}, spatial_dims={spatial_dims}); got shape {image.shape}"
-        )
+    check_layout(image.dtype, tuple(image.shape), channel_axis, spatial_dims)
     arr = image
     if channel_axis is not None:
-        if not isinstance(channel_axis, int) or not -arr.ndim <= channel_axis < arr.ndim:
-            raise ValueError(f"channel_axis={channel_axis!r} is invalid for shape {arr.shape}")
         arr = da.moveaxis(arr, channel_axis, -1)
     has_channels = channel_axis is not None
     n_inner = spatial_dims + has_channels

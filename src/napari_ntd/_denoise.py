@@ -116,6 +116,25 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+def check_layout(
+    dtype: np.dtype, shape: tuple[int, ...], channel_axis: int | None, spatial_dims: int
+) -> None:
+    """Raise for a dtype or a shape/``channel_axis`` that ``denoise_ntd`` cannot take."""
+    if dtype.kind == "c":
+        raise TypeError("complex images are not supported; denoise real and imaginary parts")
+    if dtype.kind not in "biuf":
+        raise TypeError(f"image must be a numeric array, got dtype {dtype}")
+    ndim = len(shape)
+    expected = spatial_dims + (channel_axis is not None)
+    if ndim < expected:
+        raise NotImplementedError(
+            f"denoise_ntd needs {spatial_dims}D images (ndim >= {expected} with channel_axis="
+            f"{channel_axis}, spatial_dims={spatial_dims}); got shape {shape}"
+        )
+    if channel_axis is not None and (not _is_int(channel_axis) or not -ndim <= channel_axis < ndim):
+        raise ValueError(f"channel_axis={channel_axis!r} is invalid for shape {shape}")
+
+
 def _prepare(
     image: Any, channel_axis: int | None, preserve_range: bool, spatial_dims: int = 2
 ) -> tuple[np.ndarray, np.dtype, np.dtype]:
@@ -129,21 +148,10 @@ def _prepare(
     from skimage.util import img_as_float
 
     arr = np.asarray(image)
-    if arr.dtype.kind == "c":
-        raise TypeError("complex images are not supported; denoise real and imaginary parts")
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"image must be a numeric array, got dtype {arr.dtype}")
     if arr.size == 0:
         raise ValueError(f"image is empty (shape {arr.shape})")
-    expected = spatial_dims + (channel_axis is not None)
-    if arr.ndim < expected:
-        raise NotImplementedError(
-            f"denoise_ntd needs {spatial_dims}D images (ndim >= {expected} with channel_axis="
-            f"{channel_axis}, spatial_dims={spatial_dims}); got shape {arr.shape}"
-        )
+    check_layout(arr.dtype, arr.shape, channel_axis, spatial_dims)
     if channel_axis is not None:
-        if not _is_int(channel_axis) or not -arr.ndim <= channel_axis < arr.ndim:
-            raise ValueError(f"channel_axis={channel_axis!r} is invalid for shape {arr.shape}")
         arr = np.moveaxis(arr, channel_axis, -1)
     else:
         arr = arr[..., None]
