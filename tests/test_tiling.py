@@ -91,8 +91,10 @@ def test_memory_estimate_and_auto_tiles():
 
 def test_tile_shape_validation():
     img = np.zeros((64, 64))
-    with pytest.raises(ValueError, match="too small"):
-        denoise_ntd(img, tile_shape=16, patch_size=5)
+    with pytest.raises(ValueError, match="at least 21"):  # nystrom: overlap 2 * patch
+        denoise_ntd(img, tile_shape=16, patch_size=5, method="nystrom")
+    with pytest.raises(ValueError, match="at least 13"):  # guided: overlap 2 * (r // 2 + 1)
+        denoise_ntd(img, tile_shape=12, patch_size=5)
     with pytest.raises(ValueError, match="one entry per spatial axis"):
         denoise_ntd(img, tile_shape=(32, 32, 32), patch_size=5)
     with pytest.raises(TypeError, match="tile_shape"):

@@ -227,10 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     den.add_argument(
         "--method",
         default=None,
-        help="guided (default for 2D), nystrom (the paper's; default for --spatial-dims 3), exact",
+        help="guided (default), nystrom (the paper's), exact",
     )
     den.add_argument("--n-iter", type=_n_iter, default="auto", help="int or auto (MC-SURE)")
-    den.add_argument("--patch-size", type=int, default=11, help="patch side (11)")
+    den.add_argument(
+        "--patch-size", type=int, default=None, help="patch side (11; 5 for guided volumes)"
+    )
     den.add_argument("--n-columns", type=_columns, default=0.02, help="fraction or count (0.02)")
     den.add_argument("--channel-axis", type=int, default=None, help="axis of the channels")
     den.add_argument(

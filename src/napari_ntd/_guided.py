@@ -30,15 +30,18 @@ channels each), so that tiling cuts all five alike.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import _nystrom, _pilot, _twicing
 from ._kernel import patch_sq_norms
+from ._kernel3d import nystrom_basis_3d, nystrom_steps_3d
 
 __all__ = [
     "GUIDED_TILE",
@@ -49,6 +52,9 @@ __all__ = [
 
 #: Default tile side of ``method="guided"`` (pixels).
 GUIDED_TILE = 64
+
+#: Default tile side of ``method="guided"`` for volumes (voxels).
+GUIDED_TILE_3D = 24
 
 
 _GROUPS = 5
@@ -77,9 +83,23 @@ def guided_stack(centred: np.ndarray, sigma: float, eps: float, probe: np.ndarra
 
 
 def _basis(x: torch.Tensor, columns: torch.Tensor, cfg: Any):
-    return _nystrom.nystrom_basis(
-        x, columns, patch_size=cfg.patch_size, rank=cfg.rank, block_pixels=cfg.block_pixels
-    )
+    make = _nystrom.nystrom_basis if x.dim() == 3 else nystrom_basis_3d
+    return make(x, columns, patch_size=cfg.patch_size, rank=cfg.rank, block_pixels=cfg.block_pixels)
+
+
+def _steps(spatial: tuple[int, ...], m: int, block_pixels: int) -> int:
+    if len(spatial) == 2:
+        return _nystrom.nystrom_steps(*spatial, m, block_pixels)
+    return nystrom_steps_3d(math.prod(spatial), m, block_pixels)
+
+
+def _sq_norms(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Squared norms of the zero-padded patches of a ``(C, *spatial)`` plane or volume."""
+    if x.dim() == 3:
+        return patch_sq_norms(x, r)
+    sq = (x * x).sum(0, keepdim=True)[None]
+    ones = torch.ones((1, 1, r, r, r), dtype=x.dtype, device=x.device)
+    return F.conv3d(sq, ones, padding=r // 2).reshape(-1)
 
 
 def iter_guided_plane(
@@ -100,16 +120,16 @@ def iter_guided_plane(
 
     nch = stack.shape[0] // _GROUPS
     y, p, y_eps, p_eps, probe = (stack[i * nch : (i + 1) * nch] for i in range(_GROUPS))
-    _, h, w = y.shape
-    d = h * w
-    informative = torch.nonzero(patch_sq_norms(p, cfg.patch_size) > 0).flatten().cpu()
+    spatial = tuple(y.shape[1:])
+    d = math.prod(spatial)
+    informative = torch.nonzero(_sq_norms(p, cfg.patch_size) > 0).flatten().cpu()
     if informative.numel() == 0:  # the pilot is zero (centred constant): keep it
         yield (1, 1)
         return p.clone()
     m = min(cfg.columns(d), informative.numel())
     columns = informative[torch.randperm(informative.numel(), generator=rng)[:m]].to(y.device)
     auto = cfg.n_iter == "auto"
-    total = _nystrom.nystrom_steps(h, w, m, cfg.block_pixels) * (2 if auto else 1) + 1
+    total = _steps(spatial, m, cfg.block_pixels) * (2 if auto else 1) + 1
     counter = [0]
     basis = yield from _counted(_basis(p, columns, cfg), counter, total)
     if auto:
@@ -142,4 +162,4 @@ def iter_guided_plane(
         best = torch.zeros(nch, dtype=torch.long, device=g.device)
     z = p + (g[best] * c) @ v.T
     yield (total, total)
-    return z.reshape(nch, h, w).to(stack.dtype)
+    return z.reshape(nch, *spatial).to(stack.dtype)

@@ -184,10 +184,22 @@ def tile_margin(patch_size: int) -> int:
     return int(patch_size)
 
 
+def method_margin(cfg: Any) -> int:
+    """Half the tile overlap of ``cfg``'s method (shorter for the guided NTD)."""
+    if cfg.method == "guided":
+        from ._guided import guided_margin
+
+        return guided_margin(cfg.patch_size)
+    return tile_margin(cfg.patch_size)
+
+
 def normalize_tile_shape(
-    tile_shape: int | Sequence[int], ndim: int, patch_size: int
+    tile_shape: int | Sequence[int], ndim: int, patch_size: int, margin: int | None = None
 ) -> tuple[int, ...]:
-    """Validate ``tile_shape`` (an int for all spatial axes, or one per axis)."""
+    """Validate ``tile_shape`` (an int for all spatial axes, or one per axis).
+
+    ``margin`` is half the tiles' overlap (default: ``tile_margin(patch_size)``).
+    """
     if isinstance(tile_shape, numbers.Integral) and not isinstance(tile_shape, bool):
         shape = (int(tile_shape),) * ndim
     else:
@@ -203,10 +215,11 @@ def normalize_tile_shape(
             raise ValueError(
                 f"tile_shape {tuple(tile_shape)} must have one entry per spatial axis ({ndim})"
             )
-    minimum = 4 * tile_margin(patch_size) + 1
+    margin = tile_margin(patch_size) if margin is None else margin
+    minimum = 4 * margin + 1
     if any(t < minimum for t in shape):
         raise ValueError(
-            f"tile_shape {shape} is too small: tiles overlap by 2 * patch_size, so each "
+            f"tile_shape {shape} is too small: tiles overlap by {2 * margin}, so each "
             f"side must be at least {minimum} for patch_size={patch_size}"
         )
     return shape
@@ -229,7 +242,7 @@ def choose_tile_shape(
     """
     ndim = len(spatial_shape)
     if tile_shape is not None:
-        shape = normalize_tile_shape(tile_shape, ndim, cfg.patch_size)
+        shape = normalize_tile_shape(tile_shape, ndim, cfg.patch_size, method_margin(cfg))
     elif estimate_memory(spatial_shape, channels, cfg, itemsize) <= max_memory:
         return None
     else:
