@@ -585,7 +585,7 @@ def denoise_ntd(
         (``spatial_dims=3``). ``'guided'`` (beyond the paper; see
         :mod:`napari_ntd._guided`): a classical pilot (sliding-DCT Wiener
         guided by non-local means), the NTK on the pilot's patches, twicing
-        started from the pilot in 64 x 64 tiles (24^3 for volumes), and
+        started from the pilot in 64 x 64 tiles (16^3 for volumes), and
         Monte-Carlo SURE over the whole map (``t = 0`` is the pilot); the
         best quality and the fastest. ``'nystrom'`` is the paper's algorithm:
         the filter from ``n_columns`` random columns (appendix G) of the

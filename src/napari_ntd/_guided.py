@@ -54,7 +54,7 @@ __all__ = [
 GUIDED_TILE = 64
 
 #: Default tile side of ``method="guided"`` for volumes (voxels).
-GUIDED_TILE_3D = 24
+GUIDED_TILE_3D = 16
 
 
 _GROUPS = 5
