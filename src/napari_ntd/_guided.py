@@ -23,7 +23,10 @@ tiles overlap by ``2 * guided_margin(r)`` (``r // 2 + 1``, not the
 so a short cross-fade past the zero-weight band suffices (measured on the
 benchmark crops: -0.02 dB, 30 % less time).
 
-Channel groups: the tiled core receives one ``(5 C, H, W)`` tensor holding
+Volumes (``spatial_dims=3``) work the same way with a 3D pilot, ``r x r x r``
+patches (:mod:`napari_ntd._kernel3d`) and ``GUIDED_TILE_3D`` tiles.
+
+Channel groups: the tiled core receives one ``(5 C, *spatial)`` tensor holding
 ``y``, ``p``, ``y + eps b``, the pilot of ``y + eps b`` and ``b`` (``C``
 channels each), so that tiling cuts all five alike.
 """
@@ -66,7 +69,7 @@ def guided_margin(patch_size: int) -> int:
 
 
 def guided_stack(centred: np.ndarray, sigma: float, eps: float, probe: np.ndarray) -> np.ndarray:
-    """The ``(H, W, 5 C)`` input of :func:`iter_guided_plane` for a centred image.
+    """The ``(*spatial, 5 C)`` input of :func:`iter_guided_plane` for a centred image.
 
     ``probe`` is the Monte-Carlo SURE direction ``b`` (standard normal, the
     image's shape) and ``eps`` the perturbation size (0: no SURE run).
@@ -110,9 +113,9 @@ def iter_guided_plane(
     *,
     eps: float,
 ) -> Generator[tuple[int, int], None, torch.Tensor]:
-    """Guided twicing of one (tile of a) plane; ``stack`` as in :func:`guided_stack`.
+    """Guided twicing of one (tile of a) plane or volume; ``stack`` as in :func:`guided_stack`.
 
-    Returns the ``(C, H, W)`` output with ``t`` chosen per channel by
+    Returns the ``(C, *spatial)`` output with ``t`` chosen per channel by
     Monte-Carlo SURE over ``t = 0`` (the pilot) and the twicing grid, or
     ``t = cfg.n_iter`` when it is an int (then the perturbed half is unused).
     """
