@@ -80,3 +80,14 @@ def test_local_cluster_matches_numpy(stack, expected):
         out = denoise_ntd(da.from_array(stack, chunks=(2, 48, 48)), **FAST)
         result = client.compute(out).result()
     np.testing.assert_array_equal(result, expected)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_dask_default_options_equal_numpy(spatial_dims):
+    """The library defaults (patch_size=None: 11, or 5 for guided volumes) pass through."""
+    vol = np.random.default_rng(5).random((2, 10, 26, 26)).astype(np.float32)
+    opts = {"sigma": 0.1, "seed": 3, "n_iter": 2, "spatial_dims": spatial_dims}
+    lazy = da.from_array(vol, chunks=(1, 10, 13, 26))
+    np.testing.assert_array_equal(
+        denoise_ntd(lazy, **opts).compute(scheduler="sync"), denoise_ntd(vol, **opts)
+    )

@@ -1,10 +1,10 @@
 """Dask arrays in, lazy dask arrays out (out-of-core stacks, napari dask layers).
 
-The graph is one :func:`dask.array.map_overlap` task per chunk of leading
+The graph is one :func:`dask.array.map_blocks` task per chunk of leading
 (stack) indices. The spatial and channel axes are merged into single chunks
 first, so that every image is denoised whole, exactly as with numpy input
-(including the cross-faded tiling of large planes, whose tile margin is the
-overlap ``depth`` on the spatial axes). Seeds follow the stack rule (image
+(including the cross-faded tiling of large planes); blocks need no overlap.
+Seeds follow the stack rule (image
 ``k`` uses ``seed + k``), so the result equals the numpy result for the same
 seed, on a single machine or on ``dask.distributed`` workers.
 """
@@ -78,7 +78,6 @@ def denoise_dask(
     import dask.array as da
 
     from ._denoise import check_layout
-    from ._tiling import tile_margin
 
     if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
@@ -90,10 +89,6 @@ def denoise_dask(
     n_inner = spatial_dims + has_channels
     n_leading = arr.ndim - n_inner
     arr = arr.rechunk({ax: -1 for ax in range(n_leading, arr.ndim)})
-    margin = tile_margin(options.get("patch_size", 11))
-    depth = {
-        ax: (margin if n_leading <= ax < n_leading + spatial_dims else 0) for ax in range(arr.ndim)
-    }
     base_seed = seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
     out_dtype = _output_dtype(arr.dtype)
     func = functools.partial(
@@ -105,15 +100,8 @@ def denoise_dask(
         has_channels=has_channels,
         options={**options, "spatial_dims": spatial_dims},
     )
-    out = da.map_overlap(
-        func,
-        arr,
-        depth=depth,
-        boundary="none",
-        trim=True,
-        dtype=out_dtype,
-        meta=np.empty((), out_dtype),
-    )
+    # each block holds whole images (spatial chunks merged above): no overlap needed
+    out = da.map_blocks(func, arr, dtype=out_dtype, meta=np.empty((), out_dtype))
     if has_channels:
         out = da.moveaxis(out, -1, channel_axis)
     return out

@@ -572,7 +572,7 @@ def denoise_ntd(
     image : ndarray or dask array
         2D grayscale image, or 2D multichannel image with ``channel_axis``;
         a stack ``(..., H, W)`` of them (see ``spatial_dims``). A dask array
-        gives a lazy dask array (``dask.array.map_overlap``, one task per
+        gives a lazy dask array (``dask.array.map_blocks``, one task per
         chunk of leading indices). Integer images are converted with ``img_as_float`` (unless
         ``preserve_range``); float32 and float64 are kept, float16 becomes
         float32.
