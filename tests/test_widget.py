@@ -99,6 +99,46 @@ def test_widget_stack_slice_by_slice_and_current_slice(qtbot, viewer_widget, cle
     assert psnr(truth[2], one.data, data_range=1) > psnr(truth[2], stack[2], data_range=1) + 2
 
 
+def test_widget_3d_volume_scope(qtbot, viewer_widget):
+    """Scope "3D volume": the last three axes as one volume (the 3D guided method)."""
+    from scipy import ndimage
+    from skimage.data import binary_blobs
+
+    from napari_ntd import denoise_ntd
+
+    viewer, widget = viewer_widget
+    blobs = binary_blobs(length=32, n_dim=3, volume_fraction=0.3, blob_size_fraction=0.2, rng=1)
+    clean = ndimage.gaussian_filter(blobs.astype(np.float64), 1.5)[:12]
+    vol = clean + 0.15 * np.random.default_rng(0).standard_normal(clean.shape)
+    layer = viewer.add_image(vol, name="vol", scale=(3.0, 1.0, 1.0))
+    assert widget.patch_size.value == 11
+    widget.scope.value = "3D volume"
+    assert widget.patch_size.value == 5  # the volume default follows the scope
+    widget.scope.value = "whole stack"
+    assert widget.patch_size.value == 11
+    widget.scope.value = "3D volume"
+    widget.sigma_auto.value = False
+    widget.sigma.value = 0.15
+    _run(qtbot, widget, layer)
+    out = viewer.layers["vol denoised"]
+    np.testing.assert_array_equal(out.scale, layer.scale)
+    expected = denoise_ntd(vol, sigma=0.15, spatial_dims=3, seed=0)  # the library's default
+    np.testing.assert_allclose(out.data, expected)
+    slices = denoise_ntd(vol, sigma=0.15, seed=0)
+    assert psnr(clean, out.data, data_range=1) > psnr(clean, slices, data_range=1) + 1
+
+
+def test_widget_3d_volume_needs_three_axes(qtbot, viewer_widget, noisy):
+    viewer, widget = viewer_widget
+    layer = viewer.add_image(noisy, name="flat")
+    widget.scope.value = "3D volume"
+    widget.reset_choices()
+    widget.image.value = layer
+    widget.run_button.clicked.emit()
+    assert not widget.running
+    assert [lay.name for lay in viewer.layers] == ["flat"]
+
+
 def test_widget_in_place_and_restore(qtbot, viewer_widget, clean, noisy):
     viewer, widget = viewer_widget
     original = (np.clip(noisy, 0, 1) * 255).astype(np.uint8)

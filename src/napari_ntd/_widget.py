@@ -1,7 +1,8 @@
 """The napari widget: adapts an image layer to ``iter_denoise_ntd`` calls.
 
 No algorithm lives here: the widget picks the 2D planes of a layer (the
-current slice or every slice of a stack), runs ``iter_denoise_ntd`` on each
+current slice or every slice of a stack) or its 3D volumes (the last three
+axes, scope "3D volume"), runs ``iter_denoise_ntd`` on each
 in a ``thread_worker`` (a generator, so Cancel stops it between steps), and
 writes the result to a new layer or into the layer (keeping the original in
 ``layer.metadata[ORIGINAL_KEY]`` for Restore). napari is imported lazily so
@@ -24,7 +25,14 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from ._denoise import METHODS, _estimate_sigma, _prepare, iter_denoise_ntd, nested_progress
+from ._denoise import (
+    GUIDED_PATCH_3D,
+    METHODS,
+    _estimate_sigma,
+    _prepare,
+    iter_denoise_ntd,
+    nested_progress,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -33,6 +41,9 @@ __all__ = ["ORIGINAL_KEY", "DenoiseWidget", "layer_planes", "plane_sigma"]
 
 #: ``layer.metadata`` key holding the data replaced by an in-place run.
 ORIGINAL_KEY = "napari_ntd_original"
+
+#: Scope choices of the widget and the spatial dimensions each denoises.
+_SCOPES = {"current slice": 2, "whole stack": 2, "3D volume": 3}
 
 _METHOD_LABELS = {
     "guided": "guided NTD (best)",
@@ -60,21 +71,22 @@ class _Failed:
 
 
 def layer_planes(
-    data: Any, rgb: bool, index: tuple[int, ...] | None
+    data: Any, rgb: bool, index: tuple[int, ...] | None, spatial_dims: int = 2
 ) -> tuple[list[tuple[int, ...]], int]:
-    """The leading-axis indices of the 2D planes to denoise, and their count.
+    """The leading-axis indices of the 2D planes (or 3D volumes) to denoise, and
+    the number of leading axes.
 
     ``index=None``: every plane of the stack; else only that one.
     """
-    n_lead = data.ndim - (3 if rgb else 2)
+    n_lead = data.ndim - spatial_dims - rgb
     if index is not None:
         return [tuple(index)], n_lead
     return [tuple(i) for i in np.ndindex(*data.shape[:n_lead])], n_lead
 
 
-def plane_sigma(plane: Any, rgb: bool) -> float:
-    """The noise estimate ``denoise_ntd(sigma=None)`` uses for one 2D plane."""
-    img, _, _ = _prepare(np.asarray(plane), -1 if rgb else None, False)
+def plane_sigma(plane: Any, rgb: bool, spatial_dims: int = 2) -> float:
+    """The noise estimate ``denoise_ntd(sigma=None)`` uses for one plane or volume."""
+    img, _, _ = _prepare(np.asarray(plane), -1 if rgb else None, False, spatial_dims)
     return _estimate_sigma(img)
 
 
@@ -86,6 +98,7 @@ class DenoiseWidget(Container):
         self._viewer = viewer
         self._worker = None
         self._progress = None
+        self._dims = 2
         self.image = create_widget(annotation="napari.layers.Image", label="image")
         methods = [m for m in METHODS if m in _METHOD_LABELS]
         self.method = ComboBox(
@@ -100,7 +113,7 @@ class DenoiseWidget(Container):
         self.patch_size = SpinBox(label="patch size", value=11, min=1, max=31, step=2)
         self.device = ComboBox(label="device", choices=_devices(), value="auto")
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
-        self.scope = ComboBox(label="planes", choices=["current slice", "whole stack"])
+        self.scope = ComboBox(label="planes", choices=list(_SCOPES))
         self.output = ComboBox(label="output", choices=["new layer", "in place"])
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel")
@@ -129,6 +142,7 @@ class DenoiseWidget(Container):
         self.sigma_auto.changed.connect(self._on_sigma_auto)
         self.image.changed.connect(self._show_estimate)
         self.iter_auto.changed.connect(lambda v: setattr(self.n_iter, "enabled", not v))
+        self.scope.changed.connect(self._on_scope)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.restore_button.changed.connect(self.restore)
@@ -140,8 +154,23 @@ class DenoiseWidget(Container):
         """Whether a denoising worker is active."""
         return self._worker is not None
 
+    @property
+    def spatial_dims(self) -> int:
+        """3 when the scope is ``"3D volume"`` (the last three axes), else 2."""
+        return _SCOPES[self.scope.value]
+
+    def _on_scope(self, scope: str) -> None:
+        """Swap the patch-size default when the dimension changes (11 in 2D, 5 in 3D)."""
+        defaults = {2: 11, 3: GUIDED_PATCH_3D}
+        new = _SCOPES[scope]
+        if new != self._dims and self.patch_size.value == defaults[self._dims]:
+            self.patch_size.value = defaults[new]
+        self._dims = new
+        self._show_estimate()
+
     def _options(self, layer: Any) -> dict[str, Any]:
         return {
+            "spatial_dims": self.spatial_dims,
             "sigma": None if self.sigma_auto.value else float(self.sigma.value),
             "method": self.method.value,
             "n_iter": "auto" if self.iter_auto.value else int(self.n_iter.value),
@@ -162,12 +191,12 @@ class DenoiseWidget(Container):
         if not self.sigma_auto.value or layer is None:
             return
         data = layer.data[0] if layer.multiscale else layer.data
-        n_lead = data.ndim - (3 if layer.rgb else 2)
+        n_lead = data.ndim - self.spatial_dims - layer.rgb
         if n_lead < 0:
             return
         plane = self._current_index(layer, n_lead) if n_lead else ()
         try:
-            self.sigma.value = round(plane_sigma(data[plane], layer.rgb), 4)
+            self.sigma.value = round(plane_sigma(data[plane], layer.rgb, self.spatial_dims), 4)
         except (ValueError, TypeError, NotImplementedError):
             return  # the run reports the problem
 
@@ -191,9 +220,11 @@ class DenoiseWidget(Container):
         if self.running:
             return
         data = layer.data[0] if layer.multiscale else layer.data
-        n_lead = data.ndim - (3 if layer.rgb else 2)
+        nd = self.spatial_dims
+        n_lead = data.ndim - nd - layer.rgb
         if n_lead < 0:
-            show_error(f"napari-ntd: layer {layer.name!r} is not a 2D image (shape {data.shape})")
+            kind = "a 2D image" if nd == 2 else "a 3D volume"
+            show_error(f"napari-ntd: layer {layer.name!r} is not {kind} (shape {data.shape})")
             return
         if layer.multiscale and self.output.value == "in place":
             show_error("napari-ntd: in-place output is not supported for multiscale layers")
@@ -201,11 +232,11 @@ class DenoiseWidget(Container):
         index = None
         if self.scope.value == "current slice" and n_lead > 0:
             index = self._current_index(layer, n_lead)
-        planes, _ = layer_planes(data, layer.rgb, index)
+        planes, _ = layer_planes(data, layer.rgb, index, nd)
         options = self._options(layer)
         if options["sigma"] is None:  # show the estimate (each plane uses its own)
             try:
-                self.sigma.value = round(plane_sigma(data[planes[0]], layer.rgb), 4)
+                self.sigma.value = round(plane_sigma(data[planes[0]], layer.rgb, nd), 4)
             except (ValueError, TypeError, NotImplementedError) as err:
                 show_error(f"napari-ntd: {err}")
                 return
@@ -225,12 +256,12 @@ class DenoiseWidget(Container):
         self._worker = worker
         self._progress = progress(total=0, desc=f"napari-ntd: {layer.name}")
         worker.yielded.connect(self._on_step)
-        worker.returned.connect(lambda res: self._on_done(layer, data, planes, index, res))
+        worker.returned.connect(lambda res: self._on_done(layer, data, planes, index, res, nd))
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self.run_button.enabled = False
         self.cancel_button.enabled = True
-        self.status.value = f"denoising {len(planes)} plane(s)…"
+        self.status.value = f"denoising {len(planes)} {'plane' if nd == 2 else 'volume'}(s)…"
         worker.start()
 
     def cancel(self) -> None:
@@ -260,11 +291,11 @@ class DenoiseWidget(Container):
                 self._progress.total = total
             self._progress.update(done - self._progress.n)  # emits the bar's value event
 
-    def _on_done(self, layer, data, planes, index, results) -> None:
+    def _on_done(self, layer, data, planes, index, results, nd=2) -> None:
         if isinstance(results, _Failed):
             self._on_error(results.error)
             return
-        n_lead = data.ndim - (3 if layer.rgb else 2)
+        n_lead = data.ndim - nd - layer.rgb
         meta = {"scale": layer.scale, "translate": layer.translate, "units": layer.units}
         if self.output.value == "in place":
             new = np.array(data, dtype=np.result_type(results[0].dtype, np.float32))
