@@ -173,3 +173,15 @@ def test_guided_thin_volumes(shape):
     out = denoise_ntd(vol, spatial_dims=3, sigma=0.1, seed=0)
     assert out.shape == shape and out.dtype == np.float32 and np.isfinite(out).all()
     assert not np.allclose(out, vol)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_guided_n_iter_zero_is_the_pilot(spatial_dims):
+    """t = 0: the pilot alone (the fast setting), in the image's units."""
+    _, noisy = _blobs(depth=8) if spatial_dims == 3 else _case(0, n=48)
+    img = (noisy * 200 + 50).astype(np.float32)  # any units
+    out = denoise_ntd(img, sigma=SIGMA * 200, n_iter=0, seed=0, spatial_dims=spatial_dims)
+    np.testing.assert_allclose(out, make_pilot(img[..., None], SIGMA * 200)[..., 0], atol=2e-3)
+    assert out.dtype == np.float32
+    with pytest.raises(ValueError, match="guided"):
+        denoise_ntd(img, sigma=SIGMA, n_iter=0, method="nystrom", spatial_dims=spatial_dims)

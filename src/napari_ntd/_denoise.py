@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _dask, _guided, _nystrom, _stacks, _tiling, _twicing, _vst
+from . import _dask, _guided, _nystrom, _pilot, _stacks, _tiling, _twicing, _vst
 from ._kernel import patch_sq_norms
 from ._progress import make_reporter, run_to_end
 
@@ -72,6 +72,11 @@ class NTDConfig:
         if isinstance(self.n_iter, str):
             if self.n_iter != "auto":
                 raise ValueError(f"n_iter must be 'auto' or a positive int, got {self.n_iter!r}")
+        elif _is_int(self.n_iter) and self.n_iter == 0:
+            if self.method != "guided":
+                raise ValueError(
+                    "n_iter=0 (no twicing: the pilot alone) applies to method='guided' only"
+                )
         elif not _is_int(self.n_iter) or self.n_iter < 1:
             raise ValueError(f"n_iter must be 'auto' or a positive int, got {self.n_iter!r}")
         if not _is_int(self.patch_size) or self.patch_size < 1 or self.patch_size % 2 == 0:
@@ -495,6 +500,11 @@ def _iter_image(
     rng = torch.Generator().manual_seed(int(seed))
     core = iter_denoise_plane if nd == 2 else _stacks.iter_denoise_volume
     margin = None  # the tiles' default overlap
+    if cfg.method == "guided" and cfg.n_iter == 0:  # t = 0: the pilot alone
+        z = _pilot.pilot(centred.astype(compute), sig / scale).astype(np.float64)
+        yield (1, 1)
+        out = z * scale + center
+        return _vst.gat_inverse(out, noise) if noise.kind != "gaussian" else out
     if cfg.method == "guided":  # pilot, perturbed pilot and probe as channel groups
         sig_c = sig / scale
         auto = cfg.n_iter == "auto"
@@ -599,7 +609,9 @@ def denoise_ntd(
     n_iter : int or 'auto'
         Twicing iterations ``t``. ``'auto'`` chooses ``t`` by Monte-Carlo SURE
         (one extra pass on ``y + eps b`` with the same columns), separately
-        for each channel.
+        for each channel. ``0`` (guided method only) returns its pilot alone:
+        no NTK stage, the fastest setting (about 5x faster on volumes, 0.05 dB
+        lower on the benchmarks).
     channel_axis : int, optional
         Axis of the channels. All channels share one kernel computed from
         their joint patches (appendix E) and are filtered separately.

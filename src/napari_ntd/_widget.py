@@ -108,7 +108,7 @@ class DenoiseWidget(Container):
         self.sigma = FloatSpinBox(label="sigma", value=0.05, min=0.0, max=1e6, step=0.005)
         self.sigma.enabled = False
         self.iter_auto = CheckBox(text="iterations by SURE", value=True)
-        self.n_iter = SpinBox(label="iterations", value=50, min=1, max=100_000)
+        self.n_iter = SpinBox(label="iterations", value=50, min=0, max=100_000)
         self.n_iter.enabled = False
         self.patch_size = SpinBox(label="patch size", value=11, min=1, max=31, step=2)
         self.device = ComboBox(label="device", choices=_devices(), value="auto")
