@@ -50,6 +50,17 @@ def test_guided_not_worse_than_its_pilot_and_sure_near_oracle():
     assert max(fixed.values()) - min(fixed.values()) > 0.5
 
 
+def _assert_twicing_from_pilot(out, stack, basis, t):
+    """``out`` equals t explicit steps of z <- z + W (y - z) from z = p, W = V Lambda V^T."""
+    p, y = stack[1].reshape(-1), stack[0].reshape(-1)
+    w = basis.vectors @ torch.diag(basis.values) @ basis.vectors.T
+    z = p.clone()
+    for _ in range(t):
+        z = z + w @ (y - z)
+    np.testing.assert_allclose(out.reshape(-1).numpy(), z.numpy(), atol=1e-8)
+    assert not np.allclose(z.numpy(), p.numpy(), atol=1e-3)  # t moved it
+
+
 def test_guided_closed_form_equals_iterating_from_the_pilot():
     """z^t = p + V g_t V^T (y - p) equals t steps of z <- z + W (y - z) from z = p."""
     _, noisy = _case(0, n=40)
@@ -65,14 +76,7 @@ def test_guided_closed_form_equals_iterating_from_the_pilot():
     p = st[1:2]
     cols = torch.randperm(p[0].numel(), generator=rng)[: cfg.columns(p[0].numel())]
     basis = run_to_end(nystrom_basis(p, cols, patch_size=11, rank=None))
-    v, lam = basis.vectors, basis.values
-    w = v @ torch.diag(lam) @ v.T
-    z = p.reshape(-1).clone()
-    yy = st[0].reshape(-1)
-    for _ in range(t):
-        z = z + w @ (yy - z)
-    np.testing.assert_allclose(out.reshape(-1).numpy(), z.numpy(), atol=1e-8)
-    assert not np.allclose(z.numpy(), p.reshape(-1).numpy(), atol=1e-3)  # t moved it
+    _assert_twicing_from_pilot(out, st, basis, t)
 
 
 @pytest.mark.parametrize("channel_axis", [None, -1, 0])
@@ -135,13 +139,7 @@ def test_guided_volume_closed_form_equals_iterating_from_the_pilot():
     p = st[1:2]
     cols = torch.randperm(p[0].numel(), generator=rng)[:100]
     basis = run_to_end(nystrom_basis_3d(p, cols, patch_size=3, rank=None))
-    w = basis.vectors @ torch.diag(basis.values) @ basis.vectors.T
-    z = p.reshape(-1).clone()
-    yy = st[0].reshape(-1)
-    for _ in range(t):
-        z = z + w @ (yy - z)
-    np.testing.assert_allclose(out.reshape(-1).numpy(), z.numpy(), atol=1e-8)
-    assert not np.allclose(z.numpy(), p.reshape(-1).numpy(), atol=1e-3)  # t moved it
+    _assert_twicing_from_pilot(out, st, basis, t)
 
 
 def test_guided_tiles_by_default_and_matches_explicit_tiles():

@@ -392,9 +392,7 @@ def iter_denoise_ntd(
         )
     budget = _tiling.parse_memory(max_memory)
     if tile_shape is not None:
-        tile_shape = _tiling.normalize_tile_shape(
-            tile_shape, spatial_dims, cfg.patch_size, _tiling.method_margin(cfg)
-        )
+        tile_shape = _tiling.normalize_tile_shape(tile_shape, spatial_dims, cfg)
     img, out_dtype, compute = _prepare(image, channel_axis, preserve_range, spatial_dims)
     noise = noise.converted(*_conversion(np.asarray(image).dtype, preserve_range))
     dev = resolve_device(device)
@@ -476,7 +474,7 @@ def _iter_image(
     itemsize = np.dtype(compute).itemsize
     if cfg.method == "guided" and tile_shape is None:
         side = _guided.GUIDED_TILE if nd == 2 else _guided.GUIDED_TILE_3D
-        side = max(side, 4 * _guided.guided_margin(cfg.patch_size) + 1)  # large patches
+        side = max(side, _tiling.min_tile_side(cfg))  # large patches
         tiles = tuple(min(side, n) for n in img.shape[:-1])
         tiles = None if tiles == img.shape[:-1] else tiles
     else:

@@ -32,6 +32,8 @@ __all__ = [
     "parse_memory",
     "estimate_memory",
     "tile_margin",
+    "method_margin",
+    "min_tile_side",
     "normalize_tile_shape",
     "choose_tile_shape",
     "MemoryBudgetError",
@@ -193,13 +195,13 @@ def method_margin(cfg: Any) -> int:
     return tile_margin(cfg.patch_size)
 
 
-def normalize_tile_shape(
-    tile_shape: int | Sequence[int], ndim: int, patch_size: int, margin: int | None = None
-) -> tuple[int, ...]:
-    """Validate ``tile_shape`` (an int for all spatial axes, or one per axis).
+def min_tile_side(cfg: Any) -> int:
+    """Smallest tile side for ``cfg``'s method: the overlap on both sides, plus one."""
+    return 4 * method_margin(cfg) + 1
 
-    ``margin`` is half the tiles' overlap (default: ``tile_margin(patch_size)``).
-    """
+
+def normalize_tile_shape(tile_shape: int | Sequence[int], ndim: int, cfg: Any) -> tuple[int, ...]:
+    """Validate ``tile_shape`` (an int for all spatial axes, or one per axis)."""
     if isinstance(tile_shape, numbers.Integral) and not isinstance(tile_shape, bool):
         shape = (int(tile_shape),) * ndim
     else:
@@ -215,12 +217,11 @@ def normalize_tile_shape(
             raise ValueError(
                 f"tile_shape {tuple(tile_shape)} must have one entry per spatial axis ({ndim})"
             )
-    margin = tile_margin(patch_size) if margin is None else margin
-    minimum = 4 * margin + 1
+    minimum = min_tile_side(cfg)
     if any(t < minimum for t in shape):
         raise ValueError(
-            f"tile_shape {shape} is too small: tiles overlap by {2 * margin}, so each "
-            f"side must be at least {minimum} for patch_size={patch_size}"
+            f"tile_shape {shape} is too small: tiles overlap by {2 * method_margin(cfg)}, so "
+            f"each side must be at least {minimum} for patch_size={cfg.patch_size}"
         )
     return shape
 
@@ -242,7 +243,7 @@ def choose_tile_shape(
     """
     ndim = len(spatial_shape)
     if tile_shape is not None:
-        shape = normalize_tile_shape(tile_shape, ndim, cfg.patch_size, method_margin(cfg))
+        shape = normalize_tile_shape(tile_shape, ndim, cfg)
     elif estimate_memory(spatial_shape, channels, cfg, itemsize) <= max_memory:
         return None
     else:
