@@ -29,27 +29,42 @@ patches (:mod:`napari_ntd._kernel3d`) and ``GUIDED_TILE_3D`` tiles.
 Channel groups: the tiled core receives one ``(5 C, *spatial)`` tensor holding
 ``y``, ``p``, ``y + eps b``, the pilot of ``y + eps b`` and ``b`` (``C``
 channels each), so that tiling cuts all five alike.
+
+Speed (issue 13): a tile is small (``d = 4096`` pixels, ``m = 82`` columns),
+so the work is hundreds of small kernel blocks and eigendecompositions. The
+tiles' columns are drawn in tile order (so a seed fixes the result), then
+batches of tiles run as tasks on the compute pool (:mod:`napari_ntd._parallel`:
+one single-threaded torch worker per core, nothing spin-waits on a busy
+machine), each batch with batched ``eigh``/``bmm``. The Nystrom eigenbasis is
+never formed: with the kernel rows ``K`` (``d x m``) and a small ``m x m``
+matrix ``Q``, ``V = K Q``, so the orthonormalisation needs ``K^T K`` only
+(one ``d m^2`` product instead of three).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import _nystrom, _pilot, _twicing
-from ._kernel import patch_sq_norms
-from ._kernel3d import nystrom_basis_3d, nystrom_steps_3d
+from . import _parallel, _pilot, _twicing
+from ._kernel import ntk_block, patch_matrix, patch_sq_norms
+from ._kernel3d import patches_at_3d
+from ._nystrom import _eig_tolerance
 
 __all__ = [
     "GUIDED_TILE",
+    "GUIDED_TILE_3D",
     "guided_margin",
     "guided_stack",
+    "draw_columns",
+    "guided_batch",
+    "iter_guided",
     "iter_guided_plane",
 ]
 
@@ -59,6 +74,11 @@ GUIDED_TILE = 64
 #: Default tile side of ``method="guided"`` for volumes (voxels).
 GUIDED_TILE_3D = 16
 
+#: Most tiles in one task of the compute pool (progress and load balance).
+BATCH_TILES = 8
+
+#: Bytes of float64 kernel rows and SURE terms one task may hold.
+BATCH_BYTES = 64 * 2**20
 
 _GROUPS = 5
 
@@ -69,31 +89,18 @@ def guided_margin(patch_size: int) -> int:
 
 
 def guided_stack(centred: np.ndarray, sigma: float, eps: float, probe: np.ndarray) -> np.ndarray:
-    """The ``(*spatial, 5 C)`` input of :func:`iter_guided_plane` for a centred image.
+    """The ``(*spatial, 5 C)`` input of :func:`iter_guided` for a centred image.
 
     ``probe`` is the Monte-Carlo SURE direction ``b`` (standard normal, the
-    image's shape) and ``eps`` the perturbation size (0: no SURE run).
+    image's shape) and ``eps`` the perturbation size (0: no SURE run). The
+    passes of both pilots run in parallel on the compute pool.
     """
     if eps == 0:  # fixed t: no SURE run, no second pilot
         pilot = _pilot.pilot(centred, sigma)
         return np.concatenate([centred, pilot, centred, pilot, probe], axis=-1)
     perturbed = centred + eps * probe
-    # skimage's NLM and torch release the GIL: the two pilots run on two cores
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        pilots = list(pool.map(_pilot.pilot, (centred, perturbed), (sigma, sigma)))
-    parts = [centred, pilots[0], perturbed, pilots[1], probe]
-    return np.concatenate(parts, axis=-1)
-
-
-def _basis(x: torch.Tensor, columns: torch.Tensor, cfg: Any):
-    make = _nystrom.nystrom_basis if x.dim() == 3 else nystrom_basis_3d
-    return make(x, columns, patch_size=cfg.patch_size, rank=cfg.rank, block_pixels=cfg.block_pixels)
-
-
-def _steps(spatial: tuple[int, ...], m: int, block_pixels: int) -> int:
-    if len(spatial) == 2:
-        return _nystrom.nystrom_steps(*spatial, m, block_pixels)
-    return nystrom_steps_3d(math.prod(spatial), m, block_pixels)
+    pilot, pilot_eps = _pilot.pilots([centred, perturbed], sigma)
+    return np.concatenate([centred, pilot, perturbed, pilot_eps, probe], axis=-1)
 
 
 def _sq_norms(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -105,6 +112,255 @@ def _sq_norms(x: torch.Tensor, r: int) -> torch.Tensor:
     return F.conv3d(sq, ones, padding=r // 2).reshape(-1)
 
 
+def _all_patches(x: torch.Tensor, r: int) -> torch.Tensor:
+    """All zero-padded patches ``(d, n0)`` of a ``(C, *spatial)`` plane or volume."""
+    if x.dim() == 3:
+        return patch_matrix(x, r)
+    pad = r // 2
+    d = math.prod(x.shape[1:])
+    xpad = F.pad(x, (pad,) * 6)
+    return patches_at_3d(xpad, torch.arange(d, device=x.device), tuple(x.shape[1:]), r)
+
+
+def draw_columns(pilot: torch.Tensor, cfg: Any, rng: torch.Generator) -> torch.Tensor | None:
+    """Nystrom columns of one tile: uniformly random pixels whose pilot patch is not zero.
+
+    ``None`` when every patch of the pilot is zero (a centred constant).
+    """
+    informative = torch.nonzero(_sq_norms(pilot, cfg.patch_size) > 0).flatten().cpu()
+    if informative.numel() == 0:
+        return None
+    m = min(cfg.columns(math.prod(pilot.shape[1:])), informative.numel())
+    return informative[torch.randperm(informative.numel(), generator=rng)[:m]]
+
+
+@dataclass(frozen=True)
+class Bases:
+    """Orthonormal Nystrom eigenbases of a batch of tiles, ``V = K Q`` (not formed).
+
+    ``kernel`` (B, d, m) float64: the kernel rows ``Theta(p_i, q_j)``;
+    ``q`` (B, m, m) float64; ``values`` (B, m) float64 in [0, 1], largest 1,
+    zero for dropped directions (whose columns of ``q`` are zero).
+    """
+
+    kernel: torch.Tensor
+    q: torch.Tensor
+    values: torch.Tensor
+
+    def coef(self, x: torch.Tensor) -> torch.Tensor:
+        """``V^T x`` for ``x`` (B, C, d): (B, C, m)."""
+        return (x @ self.kernel) @ self.q
+
+    def synth(self, a: torch.Tensor) -> torch.Tensor:
+        """``V a`` for coefficients ``a`` (B, C, m): (B, C, d)."""
+        return (a @ self.q.transpose(1, 2)) @ self.kernel.transpose(1, 2)
+
+
+def _flip_eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenpairs of a batch of symmetric matrices, largest first."""
+    w, v = torch.linalg.eigh(0.5 * (a + a.transpose(-1, -2)))
+    return w.flip(-1), v.flip(-1)
+
+
+def nystrom_bases(x: torch.Tensor, columns: torch.Tensor, cfg: Any) -> Bases:
+    """The exact eigenbasis of each tile's Nystrom filter (appendix G).
+
+    ``x`` (B, C, *spatial): the images the kernel compares (pilots);
+    ``columns`` (B, m): the column pixels. Same filter as
+    :func:`napari_ntd._nystrom.nystrom_basis`: with ``Theta_mm = U Lambda U^T``
+    and ``A = K U Lambda^-1/2`` (``W ~ A A^T``), ``A^T A = R S R^T`` gives
+    ``W``'s eigenvectors ``A R S^-1/2`` and eigenvalues ``S`` (scaled so that
+    the largest is 1). Directions below the round-off tolerance (and past
+    ``cfg.rank``) are dropped, as there.
+    """
+    r = cfg.patch_size
+    b, m = columns.shape
+    tol = _eig_tolerance(x.dtype)
+    k_mm = x.new_empty((b, m, m))
+    k_dm = []
+    for i in range(b):
+        p = _all_patches(x[i], r)
+        sq = (p * p).sum(1)
+        p_m, sq_m = p[columns[i]], sq[columns[i]]
+        k_mm[i] = ntk_block(p_m, p_m, sq_m, sq_m)
+        k_dm.append(ntk_block(p, p_m, sq, sq_m).double())
+    kernel = torch.stack(k_dm)
+    del k_dm
+    lam, u = _flip_eigh(k_mm.double())
+    top = lam[:, :1]
+    keep = (lam > tol * top) & (top > 0)
+    if cfg.rank is not None:
+        keep &= torch.arange(m, device=x.device) < cfg.rank
+    d_inv = u * torch.where(keep, lam.clamp_min(1e-300).rsqrt(), 0.0)[:, None, :]  # U Lambda^-1/2
+    gram = kernel.transpose(1, 2) @ kernel  # K^T K, float64
+    s, rot = _flip_eigh(d_inv.transpose(1, 2) @ gram @ d_inv)
+    s0 = s[:, :1]
+    keep = (s > tol * s0) & (s0 > 0)
+    q = d_inv @ rot * torch.where(keep, s.clamp_min(1e-300).rsqrt(), 0.0)[:, None, :]
+    values = torch.where(keep, s / s0.clamp_min(1e-300), 0.0)
+    return Bases(kernel=kernel, q=q, values=values)
+
+
+def _gains(values: torch.Tensor, ts: np.ndarray) -> torch.Tensor:
+    """Twicing gains ``1 - (1 - lambda)^t`` (B, T, m); ``t = 0`` gives 0."""
+    lam = values.clamp(0.0, 1.0)
+    t = torch.as_tensor(ts, dtype=torch.float64, device=lam.device)
+    g = -torch.expm1(t[None, :, None] * torch.log1p(-lam)[:, None, :])
+    return torch.where(t[None, :, None] == 0, 0.0, g)
+
+
+def guided_batch(
+    stack: torch.Tensor, columns: torch.Tensor, sigma: float, cfg: Any, eps: float
+) -> torch.Tensor:
+    """Guided twicing of a batch of tiles ``stack`` (B, 5 C, *spatial) with ``columns`` (B, m).
+
+    Returns ``z`` (B, C, *spatial): ``z^t = p + V g_t V^T (y - p)`` with ``t``
+    chosen per tile and channel by Monte-Carlo SURE over ``t = 0`` (the
+    pilot) and the twicing grid, or ``t = cfg.n_iter`` when it is an int.
+    """
+    b = stack.shape[0]
+    nch = stack.shape[1] // _GROUPS
+    spatial = tuple(stack.shape[2:])
+    d = math.prod(spatial)
+    auto = cfg.n_iter == "auto"
+    groups = [stack[:, i * nch : (i + 1) * nch] for i in range(_GROUPS)]
+    y, p, y_eps, p_eps, probe = (g.reshape(b, nch, d).double() for g in groups)
+    pilots = torch.cat([groups[1], groups[3]]) if auto else groups[1]
+    bases = nystrom_bases(pilots, torch.cat([columns, columns]) if auto else columns, cfg)
+    ts = np.concatenate([[0], _twicing.t_grid()]) if auto else np.array([int(cfg.n_iter)])
+    g_all = _gains(bases.values, ts)  # (B or 2B, T, m)
+    g = g_all[:b]
+    base = Bases(bases.kernel[:b], bases.q[:b], bases.values[:b])
+    c = base.coef(y - p)  # (B, C, m)
+    if auto:
+        eps_base = Bases(bases.kernel[b:], bases.q[b:], bases.values[b:])
+        g_eps = g_all[b:]
+        c_eps = eps_base.coef(y_eps - p_eps)
+        # z^t = p + V (g_t * c); V has orthonormal columns, so
+        # ||y - z^t||^2 = ||y - p||^2 - 2 <g_t c, c> + ||g_t c||^2.
+        res = ((y - p) ** 2).sum(-1)[..., None] - (
+            g[:, None] * (2.0 - g[:, None]) * (c**2)[:, :, None]
+        ).sum(-1)
+        b_z = (probe * p).sum(-1)[..., None] + (
+            g[:, None] * (c * base.coef(probe))[:, :, None]
+        ).sum(-1)
+        b_z_eps = (probe * p_eps).sum(-1)[..., None] + (
+            g_eps[:, None] * (c_eps * eps_base.coef(probe))[:, :, None]
+        ).sum(-1)
+        div = (b_z_eps - b_z) / eps
+        sure = res / d - sigma**2 + 2.0 * sigma**2 * div / d  # (B, C, T)
+        best = sure.argmin(-1)
+    else:
+        best = torch.zeros((b, nch), dtype=torch.long, device=stack.device)
+    g_best = torch.gather(g, 1, best[..., None].expand(b, nch, g.shape[-1]))  # (B, C, m)
+    z = p + base.synth(g_best * c)
+    return z.reshape(b, nch, *spatial).to(stack.dtype)
+
+
+def _run_batch(
+    tiles: list[torch.Tensor],
+    columns: list[torch.Tensor | None],
+    sigma: float,
+    cfg: Any,
+    eps: float,
+) -> torch.Tensor:
+    """One task: stack the tiles (same shape, same column count) and filter them."""
+    stack = torch.stack(tiles)
+    nch = stack.shape[1] // _GROUPS
+    if columns[0] is None:  # the pilot is zero (centred constant): keep it
+        return stack[:, nch : 2 * nch].clone()
+    with torch.no_grad():
+        return guided_batch(stack, torch.stack(columns).to(stack.device), sigma, cfg, eps)
+
+
+def _batch_size(d: int, m: int, nch: int, auto: bool) -> int:
+    """Tiles per task within :data:`BATCH_TILES` and :data:`BATCH_BYTES`."""
+    n_t = len(_twicing.t_grid()) + 1 if auto else 1
+    per_tile = 8 * (2 if auto else 1) * (d * m + 2 * m * m + nch * n_t * m * 3)
+    return int(max(1, min(BATCH_TILES, BATCH_BYTES // max(per_tile, 1))))
+
+
+def plan(
+    spatial: Sequence[int], tiles: Sequence[int] | None, margin: int
+) -> list[tuple[slice, ...]]:
+    """The tiles of the guided method (one whole-image tile when ``tiles`` is None)."""
+    from ._tiling import plan_tiles
+
+    if tiles is None:
+        return [tuple(slice(0, n) for n in spatial)]
+    return plan_tiles(spatial, tiles, margin)
+
+
+def iter_guided(
+    y: torch.Tensor,
+    sigma: float,
+    cfg: Any,
+    rng: torch.Generator,
+    *,
+    eps: float,
+    tiles: Sequence[int] | None = None,
+    margin: int | None = None,
+) -> Generator[tuple[int, int], None, torch.Tensor]:
+    """The guided NTK stage of a ``(5 C, *spatial)`` stack (:func:`guided_stack`).
+
+    Tiles of ``tiles`` (``None``: one piece) overlapping by ``2 * margin``
+    (default :func:`guided_margin`), cross-faded as in
+    :func:`napari_ntd._tiling.iter_tiled`. Yields ``(done, total)`` per batch
+    of tiles; closing the generator cancels the batches not yet started.
+    Returns ``(C, *spatial)``.
+    """
+    from ._tiling import tile_weights
+
+    spatial = tuple(y.shape[1:])
+    nch = y.shape[0] // _GROUPS
+    margin = guided_margin(cfg.patch_size) if margin is None else int(margin)
+    pieces = plan(spatial, tiles, margin)
+    # columns in tile order: the random sequence does not depend on the batching
+    columns = [draw_columns(y[(slice(nch, 2 * nch), *t)], cfg, rng) for t in pieces]
+    d = math.prod(pieces[0][i].stop - pieces[0][i].start for i in range(len(spatial)))
+    batches: list[list[int]] = []
+    for i, col in enumerate(columns):
+        m = 0 if col is None else col.numel()
+        prev = batches[-1][-1] if batches else None
+        same = prev is not None and (0 if columns[prev] is None else columns[prev].numel()) == m
+        size = _batch_size(d, max(m, 1), nch, cfg.n_iter == "auto")
+        if same and len(batches[-1]) < size:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    jobs = [
+        (
+            [y[(slice(None), *pieces[i])].contiguous() for i in batch],
+            [columns[i] for i in batch],
+            sigma,
+            cfg,
+            eps,
+        )
+        for batch in batches
+    ]
+    futures = _parallel.submit_all(_run_batch, jobs)
+    try:
+        acc = y.new_zeros((nch, *spatial))
+        wsum = torch.zeros(spatial, dtype=y.dtype, device=y.device)
+        for k, (batch, future) in enumerate(zip(batches, futures, strict=True)):
+            z = future.result()
+            for i, zi in zip(batch, z, strict=True):
+                tile = pieces[i]
+                if len(pieces) == 1:
+                    acc = zi
+                    wsum = None
+                    break
+                w = torch.from_numpy(tile_weights(tile, spatial, margin, cfg.patch_size))
+                w = w.to(device=y.device, dtype=y.dtype)
+                acc[(slice(None), *tile)] += zi * w
+                wsum[tile] += w
+            yield (k + 1, len(batches))
+    finally:
+        for future in futures:
+            future.cancel()
+    return acc if wsum is None else acc / wsum
+
+
 def iter_guided_plane(
     stack: torch.Tensor,
     sigma: float,
@@ -113,56 +369,7 @@ def iter_guided_plane(
     *,
     eps: float,
 ) -> Generator[tuple[int, int], None, torch.Tensor]:
-    """Guided twicing of one (tile of a) plane or volume; ``stack`` as in :func:`guided_stack`.
-
-    Returns the ``(C, *spatial)`` output with ``t`` chosen per channel by
-    Monte-Carlo SURE over ``t = 0`` (the pilot) and the twicing grid, or
-    ``t = cfg.n_iter`` when it is an int (then the perturbed half is unused).
+    """Guided twicing of one (tile of a) plane or volume in one piece; ``stack`` as in
+    :func:`guided_stack`, channels first. Returns ``(C, *spatial)``.
     """
-    from ._denoise import _counted
-
-    nch = stack.shape[0] // _GROUPS
-    y, p, y_eps, p_eps, probe = (stack[i * nch : (i + 1) * nch] for i in range(_GROUPS))
-    spatial = tuple(y.shape[1:])
-    d = math.prod(spatial)
-    informative = torch.nonzero(_sq_norms(p, cfg.patch_size) > 0).flatten().cpu()
-    if informative.numel() == 0:  # the pilot is zero (centred constant): keep it
-        yield (1, 1)
-        return p.clone()
-    m = min(cfg.columns(d), informative.numel())
-    columns = informative[torch.randperm(informative.numel(), generator=rng)[:m]].to(y.device)
-    auto = cfg.n_iter == "auto"
-    total = _steps(spatial, m, cfg.block_pixels) * (2 if auto else 1) + 1
-    counter = [0]
-    basis = yield from _counted(_basis(p, columns, cfg), counter, total)
-    if auto:
-        basis_eps = yield from _counted(_basis(p_eps, columns, cfg), counter, total)
-    ts = np.concatenate([[0], _twicing.t_grid()]) if auto else np.array([int(cfg.n_iter)])
-    y, p, y_eps, p_eps, probe = (a.reshape(nch, d).double() for a in (y, p, y_eps, p_eps, probe))
-
-    def terms(b: _nystrom.Basis, target: torch.Tensor, start: torch.Tensor):
-        v = b.vectors.double()
-        g = _twicing.gains(b.values, ts)
-        if auto:
-            g[0] = 0.0  # t = 0: the pilot
-        return v, g, (target - start) @ v  # basis, gains (T, k), coefficients (C, k)
-
-    v, g, c = terms(basis, y, p)
-    if auto:
-        v_eps, g_eps, c_eps = terms(basis_eps, y_eps, p_eps)
-        # z^t = p + V (g_t * c); V has orthonormal columns, so
-        # ||y - z^t||^2 = ||y - p||^2 - 2 <g_t c, c> + ||g_t c||^2.
-        gc = g[None] * (2.0 - g[None]) * (c**2)[:, None]
-        res = ((y - p) ** 2).sum(1)[:, None] - gc.sum(2)
-        b_z = (probe * p).sum(1)[:, None] + (g[None] * (c * (probe @ v))[:, None]).sum(2)
-        b_z_eps = (probe * p_eps).sum(1)[:, None] + (
-            g_eps[None] * (c_eps * (probe @ v_eps))[:, None]
-        ).sum(2)
-        div = (b_z_eps - b_z) / eps
-        sure = res / d - sigma**2 + 2.0 * sigma**2 * div / d  # (C, T)
-        best = sure.argmin(1)
-    else:
-        best = torch.zeros(nch, dtype=torch.long, device=g.device)
-    z = p + (g[best] * c) @ v.T
-    yield (total, total)
-    return z.reshape(nch, *spatial).to(stack.dtype)
+    return (yield from iter_guided(stack, sigma, cfg, rng, eps=eps, tiles=None))

@@ -48,6 +48,7 @@ __all__ = [
     "dct_matrix",
     "dct_shrink",
     "pilot",
+    "pilots",
 ]
 
 #: Filtering strength of the non-local-means part of the pilot, times sigma.
@@ -184,35 +185,73 @@ def dct_shrink(
     return out[(..., *(slice(pad, m - pad) for m in out.shape[2:]))]
 
 
+def _planes(a: np.ndarray) -> torch.Tensor:
+    """``(*spatial, C)`` -> ``(C, 1, *spatial)`` planes (opponent space for colour)."""
+    if a.shape[-1] == 3:
+        a = a @ _OPPONENT.astype(a.dtype).T
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, -1, 0)))[:, None]
+
+
+def _groups(img: np.ndarray) -> list[tuple[slice, int]]:
+    """Channel groups of the planes and their DCT block size."""
+    if img.ndim == 4:  # a volume
+        return [(slice(None), DCT_SIZE_3D)]
+    if img.shape[-1] == 3:  # luminance, then the two colour differences
+        return [(slice(0, 1), DCT_SIZE), (slice(1, 3), CHROMA_DCT_SIZE)]
+    return [(slice(None), DCT_SIZE)]
+
+
+def _hard_pass(img: np.ndarray, sigma: float) -> list[torch.Tensor]:
+    """Step 2 (DCT hard thresholding) of every channel group."""
+    with torch.no_grad():
+        y = _planes(img)
+        return [dct_shrink(y[g], sigma, size=n) for g, n in _groups(img)]
+
+
+def _wiener_pass(
+    img: np.ndarray, non_local: np.ndarray, hard: list[torch.Tensor], sigma: float
+) -> np.ndarray:
+    """Step 3: empirical Wiener shrinkage guided by ``(hard + non_local) / 2``."""
+    with torch.no_grad():
+        y, nl = _planes(img), _planes(non_local)
+        out = torch.cat(
+            [
+                dct_shrink(y[g], sigma, guide=(h + nl[g]) / 2, size=n)
+                for (g, n), h in zip(_groups(img), hard, strict=True)
+            ]
+        )
+    out = np.moveaxis(out[:, 0].numpy(), 0, -1)
+    out = out @ _OPPONENT.astype(img.dtype) if img.shape[-1] == 3 else out
+    return np.ascontiguousarray(out, dtype=img.dtype)
+
+
+def pilots(images: list[np.ndarray], sigma: float) -> list[np.ndarray]:
+    """:func:`pilot` of several images of one shape, their passes run in parallel.
+
+    The non-local-means and hard-thresholding passes of every image are
+    independent tasks on the compute pool (:mod:`napari_ntd._parallel`:
+    single-threaded workers, one per core), then the Wiener passes.
+    """
+    from ._parallel import submit_all
+
+    if sigma <= 0:
+        return [img.copy() for img in images]
+    first = submit_all(
+        lambda kind, img: nlm(img, sigma) if kind == "nlm" else _hard_pass(img, sigma),
+        [(kind, img) for img in images for kind in ("nlm", "hard")],
+    )
+    parts = [f.result() for f in first]
+    second = submit_all(
+        lambda img, nl, hard: _wiener_pass(img, nl, hard, sigma),
+        [(img, parts[2 * i], parts[2 * i + 1]) for i, img in enumerate(images)],
+    )
+    return [f.result() for f in second]
+
+
 def pilot(img: np.ndarray, sigma: float) -> np.ndarray:
     """The guided method's pilot of a ``(H, W, C)`` image or ``(D, H, W, C)`` volume.
 
     Empirical Wiener shrinkage in the sliding DCT, guided by the mean of the
     non-local-means and the DCT-hard-thresholding estimates (module docstring).
     """
-    if sigma <= 0:
-        return img.copy()
-    non_local = nlm(img, sigma)
-    colour = img.shape[-1] == 3
-    opp = _OPPONENT.astype(img.dtype)
-
-    def planes(a: np.ndarray) -> torch.Tensor:
-        a = a @ opp.T if colour else a
-        return torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, -1, 0)))[:, None]
-
-    def wiener(y: torch.Tensor, non_local: torch.Tensor, size: int) -> torch.Tensor:
-        guide = (dct_shrink(y, sigma, size=size) + non_local) / 2
-        return dct_shrink(y, sigma, guide=guide, size=size)
-
-    with torch.no_grad():
-        y, nl = planes(img), planes(non_local)
-        if img.ndim == 4:  # a volume
-            out = wiener(y, nl, DCT_SIZE_3D)
-        elif colour:
-            luma = wiener(y[:1], nl[:1], DCT_SIZE)
-            out = torch.cat([luma, wiener(y[1:], nl[1:], CHROMA_DCT_SIZE)])
-        else:
-            out = wiener(y, nl, DCT_SIZE)
-    out = np.moveaxis(out[:, 0].numpy(), 0, -1)
-    out = out @ opp if colour else out
-    return np.ascontiguousarray(out, dtype=img.dtype)
+    return pilots([img], sigma)[0]
