@@ -89,3 +89,26 @@ def test_closing_the_generator_cancels_pending_batches():
     gen.close()  # no exception, no result; the pool stays usable
     out = denoise_ntd(_noisy((40, 40)), sigma=SIGMA, seed=0)
     assert np.isfinite(out).all()
+
+
+def test_dask_tasks_run_torch_single_threaded(monkeypatch):
+    """dask's threaded scheduler runs a task per core: each uses one torch thread."""
+    import dask.array as da
+
+    from napari_ntd import _denoise
+
+    seen = []
+    real = _denoise._estimate_sigma
+
+    def spy(img):
+        seen.append(torch.get_num_threads())
+        return real(img)
+
+    monkeypatch.setattr(_denoise, "_estimate_sigma", spy)
+    here, fresh = torch.get_num_threads(), _fresh_thread_threads()
+    stack = np.stack([_noisy((48, 48), seed=s) for s in range(4)])
+    lazy = denoise_ntd(da.from_array(stack, chunks=(1, 48, 48)), seed=0, method="nystrom")
+    out = lazy.compute(scheduler="threads")
+    assert seen == [1] * 4
+    np.testing.assert_array_equal(out, denoise_ntd(stack, seed=0, method="nystrom"))
+    assert torch.get_num_threads() == here and _fresh_thread_threads() == fresh

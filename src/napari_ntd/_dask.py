@@ -45,18 +45,23 @@ def _denoise_block(
     block_info: dict | None = None,
 ) -> np.ndarray:
     from ._denoise import denoise_ntd
+    from ._parallel import torch_threads
 
     loc = block_info[0]["array-location"][:n_leading] if block_info else [(0, 0)] * n_leading
     out = np.empty(block.shape, dtype=out_dtype)
-    for idx in np.ndindex(*block.shape[:n_leading]):
-        glob = tuple(i + start for i, (start, _) in zip(idx, loc, strict=True))
-        k = int(np.ravel_multi_index(glob, lead_shape)) if n_leading else 0
-        out[idx] = denoise_ntd(
-            block[idx],
-            channel_axis=-1 if has_channels else None,
-            seed=base_seed + k,
-            **options,
-        )
+    # dask runs one task per core: torch work done in this thread (methods
+    # other than the guided one, whose work goes to the shared compute pool)
+    # uses one thread, so that tasks x torch threads never exceed the cores
+    with torch_threads(1):
+        for idx in np.ndindex(*block.shape[:n_leading]):
+            glob = tuple(i + start for i, (start, _) in zip(idx, loc, strict=True))
+            k = int(np.ravel_multi_index(glob, lead_shape)) if n_leading else 0
+            out[idx] = denoise_ntd(
+                block[idx],
+                channel_axis=-1 if has_channels else None,
+                seed=base_seed + k,
+                **options,
+            )
     return out
 
 

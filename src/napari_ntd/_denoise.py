@@ -222,6 +222,16 @@ def _counted(gen: Generator[None, None, Any], counter: list[int], total: int):
         yield (counter[0], total)
 
 
+def _shifted(gen: Generator, offset: int):
+    """Forward ``(done, total)`` steps of ``gen`` after ``offset`` earlier ones."""
+    while True:
+        try:
+            done, total = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield (offset + done, offset + total)
+
+
 def nested_progress(gen: Generator, index: int, count: int):
     """Run the ``index``-th of ``count`` equal sub-jobs, rescaling its progress."""
     while True:
@@ -503,22 +513,30 @@ def _iter_image(
     rng = torch.Generator().manual_seed(int(seed))
     core = iter_denoise_plane if nd == 2 else _stacks.iter_denoise_volume
     if cfg.method == "guided" and cfg.n_iter == 0:  # t = 0: the pilot alone
-        z = _pilot.pilot(centred.astype(compute), sig / scale).astype(np.float64)
-        yield (1, 1)
-        out = z * scale + center
+        steps = _pilot.PILOT_STEPS
+        (z,) = yield from _counted(
+            _pilot.iter_pilots([centred.astype(compute)], sig / scale), [0], steps
+        )
+        if sig <= 0:  # no pilot passes ran
+            yield (steps, steps)
+        out = z.astype(np.float64) * scale + center
         return _vst.gat_inverse(out, noise) if noise.kind != "gaussian" else out
     if cfg.method == "guided":  # pilot, perturbed pilot and probe as channel groups
         sig_c = sig / scale
         auto = cfg.n_iter == "auto"
         eps = sure_eps(sig_c, spread / scale, float(np.finfo(compute).eps)) if auto else 0.0
         probe = torch.randn(centred.shape, generator=rng, dtype=torch.float64).numpy()
-        stack = _guided.guided_stack(centred.astype(compute), sig_c, eps, probe.astype(compute))
+        steps = _pilot.PILOT_STEPS
+        total = steps + len(_guided.batches(img.shape[:-1], tiles, cfg, img.shape[-1]))
+        stack = yield from _counted(
+            _guided.iter_guided_stack(centred.astype(compute), sig_c, eps, probe.astype(compute)),
+            [0],
+            total,
+        )
         y = torch.from_numpy(stack).to(device=device, dtype=tdtype)
         y = y.permute(nd, *range(nd)).contiguous()
-        yield (1, 2)  # the pilots
-        z = yield from nested_progress(
-            _guided.iter_guided(y, sig_c, cfg, rng, eps=eps, tiles=tiles), 1, 2
-        )
+        gen = _guided.iter_guided(y, sig_c, cfg, rng, eps=eps, tiles=tiles)
+        z = yield from _shifted(gen, steps)
         out = z.permute(*range(1, nd + 1), 0).cpu().numpy().astype(np.float64) * scale + center
         return _vst.gat_inverse(out, noise) if noise.kind != "gaussian" else out
     y = torch.from_numpy(centred).to(device=device, dtype=tdtype)

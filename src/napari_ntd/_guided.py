@@ -62,8 +62,10 @@ __all__ = [
     "GUIDED_TILE_3D",
     "guided_margin",
     "guided_stack",
+    "iter_guided_stack",
     "draw_columns",
     "guided_batch",
+    "batches",
     "iter_guided",
     "iter_guided_plane",
 ]
@@ -75,7 +77,7 @@ GUIDED_TILE = 64
 GUIDED_TILE_3D = 16
 
 #: Most tiles in one task of the compute pool (progress and load balance).
-BATCH_TILES = 8
+BATCH_TILES = 4
 
 #: Bytes of float64 kernel rows and SURE terms one task may hold.
 BATCH_BYTES = 64 * 2**20
@@ -88,19 +90,29 @@ def guided_margin(patch_size: int) -> int:
     return patch_size // 2 + 1
 
 
-def guided_stack(centred: np.ndarray, sigma: float, eps: float, probe: np.ndarray) -> np.ndarray:
+def iter_guided_stack(
+    centred: np.ndarray, sigma: float, eps: float, probe: np.ndarray
+) -> Generator[None, None, np.ndarray]:
     """The ``(*spatial, 5 C)`` input of :func:`iter_guided` for a centred image.
 
     ``probe`` is the Monte-Carlo SURE direction ``b`` (standard normal, the
-    image's shape) and ``eps`` the perturbation size (0: no SURE run). The
-    passes of both pilots run in parallel on the compute pool.
+    image's shape) and ``eps`` the perturbation size (0: no SURE run, no
+    second pilot). The passes of both pilots run in parallel on the compute
+    pool; yields ``None`` ``_pilot.PILOT_STEPS`` times.
     """
     if eps == 0:  # fixed t: no SURE run, no second pilot
-        pilot = _pilot.pilot(centred, sigma)
+        (pilot,) = yield from _pilot.iter_pilots([centred], sigma)
         return np.concatenate([centred, pilot, centred, pilot, probe], axis=-1)
     perturbed = centred + eps * probe
-    pilot, pilot_eps = _pilot.pilots([centred, perturbed], sigma)
+    pilot, pilot_eps = yield from _pilot.iter_pilots([centred, perturbed], sigma)
     return np.concatenate([centred, pilot, perturbed, pilot_eps, probe], axis=-1)
+
+
+def guided_stack(centred: np.ndarray, sigma: float, eps: float, probe: np.ndarray) -> np.ndarray:
+    """:func:`iter_guided_stack` run to its end."""
+    from ._progress import run_to_end
+
+    return run_to_end(iter_guided_stack(centred, sigma, eps, probe))
 
 
 def _sq_norms(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -263,14 +275,23 @@ def _run_batch(
     sigma: float,
     cfg: Any,
     eps: float,
-) -> torch.Tensor:
-    """One task: stack the tiles (same shape, same column count) and filter them."""
-    stack = torch.stack(tiles)
-    nch = stack.shape[1] // _GROUPS
-    if columns[0] is None:  # the pilot is zero (centred constant): keep it
-        return stack[:, nch : 2 * nch].clone()
+) -> list[torch.Tensor]:
+    """One task: filter tiles of one shape, batched by column count (usually all alike)."""
+    out: list[torch.Tensor | None] = [None] * len(tiles)
+    nch = tiles[0].shape[0] // _GROUPS
+    counts = [0 if c is None else c.numel() for c in columns]
     with torch.no_grad():
-        return guided_batch(stack, torch.stack(columns).to(stack.device), sigma, cfg, eps)
+        for m in dict.fromkeys(counts):
+            idx = [i for i, c in enumerate(counts) if c == m]
+            stack = torch.stack([tiles[i] for i in idx])
+            if m == 0:  # the pilot is zero (centred constant): keep it
+                z = stack[:, nch : 2 * nch].clone()
+            else:
+                cols = torch.stack([columns[i] for i in idx]).to(stack.device)
+                z = guided_batch(stack, cols, sigma, cfg, eps)
+            for i, zi in zip(idx, z, strict=True):
+                out[i] = zi
+    return out
 
 
 def _batch_size(d: int, m: int, nch: int, auto: bool) -> int:
@@ -291,6 +312,16 @@ def plan(
     return plan_tiles(spatial, tiles, margin)
 
 
+def batches(
+    spatial: Sequence[int], tiles: Sequence[int] | None, cfg: Any, channels: int
+) -> list[list[int]]:
+    """Tile indices of each task of :func:`iter_guided` (known before the pilots run)."""
+    pieces = plan(spatial, tiles, guided_margin(cfg.patch_size))
+    d = math.prod(sl.stop - sl.start for sl in pieces[0])
+    size = _batch_size(d, cfg.columns(d), channels, cfg.n_iter == "auto")
+    return [list(range(i, min(i + size, len(pieces)))) for i in range(0, len(pieces), size)]
+
+
 def iter_guided(
     y: torch.Tensor,
     sigma: float,
@@ -299,66 +330,54 @@ def iter_guided(
     *,
     eps: float,
     tiles: Sequence[int] | None = None,
-    margin: int | None = None,
 ) -> Generator[tuple[int, int], None, torch.Tensor]:
     """The guided NTK stage of a ``(5 C, *spatial)`` stack (:func:`guided_stack`).
 
-    Tiles of ``tiles`` (``None``: one piece) overlapping by ``2 * margin``
-    (default :func:`guided_margin`), cross-faded as in
-    :func:`napari_ntd._tiling.iter_tiled`. Yields ``(done, total)`` per batch
-    of tiles; closing the generator cancels the batches not yet started.
-    Returns ``(C, *spatial)``.
+    Tiles of ``tiles`` (``None``: one piece) overlapping by
+    ``2 * guided_margin(patch_size)``, cross-faded as in
+    :func:`napari_ntd._tiling.iter_tiled`. Yields ``(done, total)`` per task
+    (``total = len(batches(...))``); closing the generator cancels the tasks
+    not yet started. Returns ``(C, *spatial)``.
     """
     from ._tiling import tile_weights
 
     spatial = tuple(y.shape[1:])
     nch = y.shape[0] // _GROUPS
-    margin = guided_margin(cfg.patch_size) if margin is None else int(margin)
+    margin = guided_margin(cfg.patch_size)
     pieces = plan(spatial, tiles, margin)
+    tasks = batches(spatial, tiles, cfg, nch)
     # columns in tile order: the random sequence does not depend on the batching
     columns = [draw_columns(y[(slice(nch, 2 * nch), *t)], cfg, rng) for t in pieces]
-    d = math.prod(pieces[0][i].stop - pieces[0][i].start for i in range(len(spatial)))
-    batches: list[list[int]] = []
-    for i, col in enumerate(columns):
-        m = 0 if col is None else col.numel()
-        prev = batches[-1][-1] if batches else None
-        same = prev is not None and (0 if columns[prev] is None else columns[prev].numel()) == m
-        size = _batch_size(d, max(m, 1), nch, cfg.n_iter == "auto")
-        if same and len(batches[-1]) < size:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
     jobs = [
         (
-            [y[(slice(None), *pieces[i])].contiguous() for i in batch],
-            [columns[i] for i in batch],
+            [y[(slice(None), *pieces[i])].contiguous() for i in task],
+            [columns[i] for i in task],
             sigma,
             cfg,
             eps,
         )
-        for batch in batches
+        for task in tasks
     ]
     futures = _parallel.submit_all(_run_batch, jobs)
     try:
+        if len(pieces) == 1:
+            (z,) = futures[0].result()
+            yield (1, 1)
+            return z
         acc = y.new_zeros((nch, *spatial))
         wsum = torch.zeros(spatial, dtype=y.dtype, device=y.device)
-        for k, (batch, future) in enumerate(zip(batches, futures, strict=True)):
-            z = future.result()
-            for i, zi in zip(batch, z, strict=True):
+        for k, (task, future) in enumerate(zip(tasks, futures, strict=True)):
+            for i, zi in zip(task, future.result(), strict=True):
                 tile = pieces[i]
-                if len(pieces) == 1:
-                    acc = zi
-                    wsum = None
-                    break
                 w = torch.from_numpy(tile_weights(tile, spatial, margin, cfg.patch_size))
                 w = w.to(device=y.device, dtype=y.dtype)
                 acc[(slice(None), *tile)] += zi * w
                 wsum[tile] += w
-            yield (k + 1, len(batches))
+            yield (k + 1, len(tasks))
     finally:
         for future in futures:
             future.cancel()
-    return acc if wsum is None else acc / wsum
+    return acc / wsum
 
 
 def iter_guided_plane(

@@ -32,6 +32,7 @@ stays a few bands of ``n^2`` coefficients whatever the image size.
 from __future__ import annotations
 
 import math
+from collections.abc import Generator
 
 import numpy as np
 import torch
@@ -49,6 +50,8 @@ __all__ = [
     "dct_shrink",
     "pilot",
     "pilots",
+    "iter_pilots",
+    "PILOT_STEPS",
 ]
 
 #: Filtering strength of the non-local-means part of the pilot, times sigma.
@@ -225,12 +228,13 @@ def _wiener_pass(
     return np.ascontiguousarray(out, dtype=img.dtype)
 
 
-def pilots(images: list[np.ndarray], sigma: float) -> list[np.ndarray]:
-    """:func:`pilot` of several images of one shape, their passes run in parallel.
+def iter_pilots(images: list[np.ndarray], sigma: float) -> Generator[None, None, list[np.ndarray]]:
+    """:func:`pilot` of several images, their passes run in parallel; a step generator.
 
     The non-local-means and hard-thresholding passes of every image are
     independent tasks on the compute pool (:mod:`napari_ntd._parallel`:
-    single-threaded workers, one per core), then the Wiener passes.
+    single-threaded workers, one per core), then the Wiener passes. Yields
+    ``None`` after each of the two rounds and returns the pilots.
     """
     from ._parallel import submit_all
 
@@ -240,12 +244,30 @@ def pilots(images: list[np.ndarray], sigma: float) -> list[np.ndarray]:
         lambda kind, img: nlm(img, sigma) if kind == "nlm" else _hard_pass(img, sigma),
         [(kind, img) for img in images for kind in ("nlm", "hard")],
     )
-    parts = [f.result() for f in first]
-    second = submit_all(
-        lambda img, nl, hard: _wiener_pass(img, nl, hard, sigma),
-        [(img, parts[2 * i], parts[2 * i + 1]) for i, img in enumerate(images)],
-    )
-    return [f.result() for f in second]
+    try:
+        parts = [f.result() for f in first]
+        yield
+        second = submit_all(
+            lambda img, nl, hard: _wiener_pass(img, nl, hard, sigma),
+            [(img, parts[2 * i], parts[2 * i + 1]) for i, img in enumerate(images)],
+        )
+        out = [f.result() for f in second]
+        yield
+    finally:  # closed early: drop what has not started
+        for f in first:
+            f.cancel()
+    return out
+
+
+#: Steps :func:`iter_pilots` yields (for progress totals).
+PILOT_STEPS = 2
+
+
+def pilots(images: list[np.ndarray], sigma: float) -> list[np.ndarray]:
+    """:func:`pilot` of several images of one shape, their passes run in parallel."""
+    from ._progress import run_to_end
+
+    return run_to_end(iter_pilots(images, sigma))
 
 
 def pilot(img: np.ndarray, sigma: float) -> np.ndarray:
