@@ -367,7 +367,8 @@ def estimate_noise(
     fit = _fit(stats, clips, smooth=None)
     for _ in range(SMOOTH_ITERATIONS):  # again without edges and texture
         fit = _fit(stats, clips, smooth=fit)
-    return _decide(fit, stats, offset=offset, quant=quant, integer=integer)
+    scale = max(abs(lo), abs(hi))
+    return _decide(fit, stats, offset=offset, quant=quant, integer=integer, scale=scale)
 
 
 def _truncation_factor(c: float) -> float:
@@ -519,8 +520,8 @@ def _fit(stats: dict, clips: tuple[float | None, float | None], smooth: _Fit | N
     sets = [_level_set_variance(stats, where[idx]) for idx in np.split(order, bounds)]
     lv, vv, cc = (np.array(col) for col in zip(*sets, strict=True))
     nn = np.array([idx.size for idx in np.split(order, bounds)], dtype=np.float64)
-    tiny = max(1e-12 * float(vv.max(initial=0.0)), np.finfo(float).tiny)
-    corr = cc
+    # variance floor for the weights (a level set without noise must not dominate)
+    tiny = max(1e-6 * float(vv.max(initial=0.0)), np.finfo(float).tiny)
     keep = np.ones(lv.size, dtype=bool)
     weight_var = np.maximum(vv, tiny)
     slope, intercept, cov = 0.0, float(np.average(vv, weights=nn)), np.zeros((2, 2))
@@ -529,18 +530,21 @@ def _fit(stats: dict, clips: tuple[float | None, float | None], smooth: _Fit | N
             slope, intercept = 0.0, float(np.average(vv[keep], weights=nn[keep]))
             cov = np.zeros((2, 2))
             break
-        w = nn[keep] / (2.0 * corr[keep] * weight_var[keep] ** 2)  # 1 / var(v_hat)
-        a = np.stack([lv[keep], np.ones(keep.sum())], axis=1)
-        aw = a * w[:, None]
-        cov = np.linalg.pinv(a.T @ aw)
-        slope, intercept = cov @ (aw.T @ vv[keep])
+        w = nn[keep] / (2.0 * cc[keep] * weight_var[keep] ** 2)  # 1 / var(v_hat)
+        # centred levels: a well-conditioned system whatever the offset
+        center = float(np.average(lv[keep], weights=w))
+        a = np.stack([lv[keep] - center, np.ones(keep.sum())], axis=1) * np.sqrt(w)[:, None]
+        (slope, icept), *_ = np.linalg.lstsq(a, vv[keep] * np.sqrt(w), rcond=None)
+        intercept = icept - slope * center
+        to_raw = np.array([[1.0, 0.0], [-center, 1.0]])  # (slope, icept) -> (slope, intercept)
+        cov = to_raw @ np.linalg.pinv(a.T @ a) @ to_raw.T
         pred = slope * lv + intercept
         dof = keep.sum() - 2
         if dof > 0:
             chi2 = float((w * (vv[keep] - pred[keep]) ** 2).sum() / dof)
             cov = cov * max(chi2, 1.0)
         pos = np.maximum(pred, tiny)
-        t = (vv - pred) / (pos * np.sqrt(2.0 * corr / nn))
+        t = (vv - pred) / (pos * np.sqrt(2.0 * cc / nn))
         if it == 0:  # the first line may be pulled up by texture: only drop far-above sets
             new = vv <= 1.5 * pos
         else:
@@ -559,7 +563,7 @@ def _fit(stats: dict, clips: tuple[float | None, float | None], smooth: _Fit | N
 
 
 def _decide(
-    fit: _Fit, stats: dict, *, offset: float | None, quant: float, integer: bool
+    fit: _Fit, stats: dict, *, offset: float | None, quant: float, integer: bool, scale: float
 ) -> NoiseEstimate:
     """Gaussian or Poisson-Gaussian, offset and read noise from the fitted line."""
     a, b = fit.slope, fit.intercept
@@ -581,6 +585,12 @@ def _decide(
             "no intensity level of the image is far enough from the clipping levels "
             "to measure the noise"
         )
+    if not np.sqrt(vv.max()) > 1e-9 * scale:  # round-off of the residuals
+        warnings.warn(
+            "no noise found: the image is smooth at the pixel scale (Gaussian, sigma 0)",
+            stacklevel=3,
+        )
+        return NoiseEstimate("gaussian", sigma=0.0, **common)
     if integer and float(np.min(fit.predict(lv))) < 0.25 + quant:
         warnings.warn(
             "the noise std is below ~0.5 ADU: the rounding to integers is not uniform noise "
