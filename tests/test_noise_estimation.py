@@ -151,7 +151,7 @@ def test_str_and_model():
         integer=True,
     )
     assert str(est) == (
-        "Poisson-Gaussian noise: gain 2.01 ADU/e-, offset 99.8 ADU, read noise 6.1 ADU (3 e-)"
+        "Poisson-Gaussian noise: gain 2.01 ADU/e-, offset 99.81 ADU, read noise 6.1 ADU (3.0 e-)"
     )
     model = est.to_model()
     assert isinstance(model, NoiseModel) and model.kind == "poisson-gaussian"

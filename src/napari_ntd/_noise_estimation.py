@@ -146,8 +146,8 @@ class NoiseEstimate:
             return f"Gaussian noise: sigma {self.sigma:.3g}{unit}"
         per = " ADU/e-" if self.integer else " per e-"
         return (
-            f"Poisson-Gaussian noise: gain {self.gain:.3g}{per}, offset {self.offset:.3g}{unit}, "
-            f"read noise {self.read_noise:.3g}{unit} ({self.read_noise / self.gain:.2g} e-)"
+            f"Poisson-Gaussian noise: gain {self.gain:.3g}{per}, offset {self.offset:.4g}{unit}, "
+            f"read noise {self.read_noise:.3g}{unit} ({self.read_noise / self.gain:.1f} e-)"
         )
 
     def variance(self, level: float | np.ndarray) -> float | np.ndarray:
