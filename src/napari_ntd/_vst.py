@@ -150,13 +150,20 @@ class NoiseModel:
 
 
 def as_noise_model(noise_model: str | NoiseModel | None) -> NoiseModel:
-    """``'poisson'`` etc. or a :class:`NoiseModel` -> a :class:`NoiseModel`."""
+    """``'poisson'`` etc., a :class:`NoiseModel` or an estimate -> a :class:`NoiseModel`.
+
+    An object with a ``to_model()`` method (a
+    :class:`~napari_ntd._noise_estimation.NoiseEstimate`) gives its model.
+    """
     if noise_model is None:
         return NoiseModel()
     if isinstance(noise_model, NoiseModel):
         return noise_model
     if isinstance(noise_model, str):
         return NoiseModel(kind=noise_model)
+    to_model = getattr(noise_model, "to_model", None)
+    if callable(to_model) and isinstance(model := to_model(), NoiseModel):
+        return model
     raise TypeError(f"noise_model must be a name or a NoiseModel, got {noise_model!r}")
 
 
