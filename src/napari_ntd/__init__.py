@@ -6,11 +6,22 @@ Importing this package does not import napari or Qt.
 from importlib.metadata import PackageNotFoundError, version
 
 from ._denoise import denoise_ntd, iter_denoise_ntd
+from ._noise_estimation import NoiseEstimate, estimate_noise
 from ._trainers import DIPConfig, DIPTrainer
+from ._vst import NoiseModel
 
 try:
     __version__ = version("napari-ntd")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
-__all__ = ["DIPConfig", "DIPTrainer", "__version__", "denoise_ntd", "iter_denoise_ntd"]
+__all__ = [
+    "DIPConfig",
+    "DIPTrainer",
+    "NoiseEstimate",
+    "NoiseModel",
+    "__version__",
+    "denoise_ntd",
+    "estimate_noise",
+    "iter_denoise_ntd",
+]

@@ -356,7 +356,7 @@ def iter_denoise_ntd(
     block_pixels: int = 4096,
     tile_shape: int | tuple[int, ...] | None = None,
     max_memory: int | str | None = None,
-    noise_model: str | _vst.NoiseModel = "gaussian",
+    noise_model: str | _vst.NoiseModel = "auto",
     spatial_dims: int = 2,
     architecture: str = "unet",
     optimizer: str = "adam",
@@ -394,7 +394,8 @@ def iter_denoise_ntd(
             "spatial_dims=3 (r x r x r patches) supports method='guided' or 'nystrom' only, "
             f"got {cfg.method!r}"
         )
-    noise = _vst.as_noise_model(noise_model)
+    auto = isinstance(noise_model, str) and noise_model == "auto"
+    noise = _vst.NoiseModel() if auto else _vst.as_noise_model(noise_model)
     if noise.kind != "gaussian" and cfg.sigma is not None:
         raise ValueError(
             f"sigma applies to the Gaussian noise model; with noise_model={noise.kind!r} the "
@@ -404,6 +405,8 @@ def iter_denoise_ntd(
     if tile_shape is not None:
         tile_shape = _tiling.normalize_tile_shape(tile_shape, spatial_dims, cfg)
     img, out_dtype, compute = _prepare(image, channel_axis, preserve_range, spatial_dims)
+    if auto:  # fitted on the raw input (its units, its rounding), all planes together
+        noise = _vst.resolve_auto(np.asarray(image), channel_axis, spatial_dims, cfg.sigma)
     noise = noise.converted(*_conversion(np.asarray(image).dtype, preserve_range))
     dev = resolve_device(device)
     spatial = img.shape[-1 - spatial_dims : -1]
@@ -586,7 +589,7 @@ def denoise_ntd(
     block_pixels: int = 4096,
     tile_shape: int | tuple[int, ...] | None = None,
     max_memory: int | str | None = None,
-    noise_model: str | _vst.NoiseModel = "gaussian",
+    noise_model: str | _vst.NoiseModel = "auto",
     spatial_dims: int = 2,
     architecture: str = "unet",
     optimizer: str = "adam",
@@ -673,8 +676,14 @@ def denoise_ntd(
         ``AUTO_TILE``). The noise level and centring are global.
     max_memory : int or str, optional
         Memory budget in bytes or as ``'4GB'``; ``None`` is 2 GiB.
-    noise_model : {'gaussian', 'poisson', 'poisson-gaussian'} or NoiseModel
-        ``'gaussian'`` (default) uses ``sigma``. The Poisson models apply the
+    noise_model : {'auto', 'gaussian', 'poisson', 'poisson-gaussian'} or NoiseModel
+        ``'auto'`` (default): Gaussian when ``sigma`` is given; otherwise the
+        noise-level function is fitted from the image
+        (:func:`napari_ntd.estimate_noise`: gain, offset, read noise) and
+        the Poisson-Gaussian model is used when the noise grows with the
+        signal (raw camera counts), the Gaussian one otherwise. Pass
+        ``estimate_noise(image)`` itself to reuse or check a fit.
+        ``'gaussian'`` uses ``sigma``. The Poisson models apply the
         generalized Anscombe transform (noise -> N(0, 1)), denoise with
         ``sigma = 1`` and map back with the exact unbiased inverse. Pass
         ``NoiseModel('poisson-gaussian', gain=..., offset=..., read_noise=...)``

@@ -37,13 +37,15 @@ __all__ = [
     "NOISE_MODELS",
     "NoiseModel",
     "as_noise_model",
+    "resolve_auto",
     "estimate_poisson_gaussian",
     "gat_forward",
     "gat_inverse",
     "expected_gat",
 ]
 
-#: Accepted ``noise_model`` names.
+#: Accepted ``noise_model`` names (``'auto'``, the default of ``denoise_ntd``,
+#: is resolved from the image by :func:`resolve_auto`).
 NOISE_MODELS = ("gaussian", "poisson", "poisson-gaussian")
 
 #: Photon level up to which ``E[f(z) | y]`` is tabulated exactly.
@@ -157,6 +159,8 @@ def as_noise_model(noise_model: str | NoiseModel | None) -> NoiseModel:
     """
     if noise_model is None:
         return NoiseModel()
+    if isinstance(noise_model, str) and noise_model == "auto":
+        raise ValueError("noise_model='auto' is resolved from the image: use resolve_auto")
     if isinstance(noise_model, NoiseModel):
         return noise_model
     if isinstance(noise_model, str):
@@ -165,6 +169,33 @@ def as_noise_model(noise_model: str | NoiseModel | None) -> NoiseModel:
     if callable(to_model) and isinstance(model := to_model(), NoiseModel):
         return model
     raise TypeError(f"noise_model must be a name or a NoiseModel, got {noise_model!r}")
+
+
+def resolve_auto(
+    image: np.ndarray, channel_axis: int | None, spatial_dims: int, sigma: float | None
+) -> NoiseModel:
+    """The model ``noise_model='auto'`` picks for ``image`` (raw units).
+
+    A given ``sigma`` means Gaussian noise. Otherwise the noise-level
+    function is fitted (:func:`napari_ntd._noise_estimation.estimate_noise`,
+    all planes of a stack together): Poisson-Gaussian when the variance
+    grows with the signal, else Gaussian (``sigma`` then estimated per image
+    as for ``noise_model='gaussian'``). Images the fit cannot use (smaller
+    than 16 x 16, constant, no level away from clipping) are Gaussian.
+    """
+    import warnings
+
+    from ._noise_estimation import estimate_noise
+
+    if sigma is not None or image.dtype.kind == "b":
+        return NoiseModel()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est = estimate_noise(image, channel_axis=channel_axis, spatial_dims=spatial_dims)
+    except ValueError:
+        return NoiseModel()
+    return est.to_model()
 
 
 def _normalized(model: NoiseModel) -> tuple[float, float, float]:
