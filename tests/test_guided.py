@@ -159,9 +159,14 @@ def test_guided_tiled_channels(channel_axis):
     out = denoise_ntd(noisy, sigma=SIGMA, seed=0, channel_axis=channel_axis)
     assert out.shape == noisy.shape
     assert psnr(clean, out, data_range=1) > psnr(clean, noisy, data_range=1) + 4
-    # tiled ~ one piece (the filter is tile-local, so only close)
+    # tiled ~ one piece (the filter is tile-local, so only close). Measured,
+    # seeds 0-2: |tiled - whole| <= 0.028 dB, rms(tiled - whole) <= 0.043 sigma
+    # (seed 0: -0.003 / +0.016 dB, 0.023 / 0.029 sigma). The last tile written
+    # one pixel off: -0.47 / -0.70 dB, 0.11 sigma (passed the former 1 dB bound);
+    # unnormalised weights: -18.6 dB.
     whole = denoise_ntd(noisy, sigma=SIGMA, seed=0, channel_axis=channel_axis, tile_shape=100)
-    assert abs(psnr(clean, out, data_range=1) - psnr(clean, whole, data_range=1)) < 1.0
+    assert abs(psnr(clean, out, data_range=1) - psnr(clean, whole, data_range=1)) < 0.1
+    assert np.sqrt(np.mean((out - whole) ** 2)) < 0.1 * SIGMA
 
 
 @pytest.mark.parametrize("shape", [(1, 30, 30), (3, 40, 40), (2, 12, 50)])
