@@ -188,3 +188,31 @@ def test_guided_n_iter_zero_is_the_pilot(spatial_dims):
     assert out.dtype == np.float32
     with pytest.raises(ValueError, match="guided"):
         denoise_ntd(img, sigma=SIGMA, n_iter=0, method="nystrom", spatial_dims=spatial_dims)
+
+
+def _periodic_texture(n=96, period=6):
+    """A random ``period x period`` block repeated: every patch recurs ~ (n / period)^2 times."""
+    block = np.random.default_rng(3).random((period, period))
+    reps = n // period + 1
+    return np.tile(block, (reps, reps))[:n, :n]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_guided_ntk_stage_improves_on_its_pilot(seed):
+    """The NTK twicing adds to the pilot where the pilot over-smooths a fine texture.
+
+    On a repeated random texture at sigma = 0.15 the pilot gains only ~2.7 dB
+    over the noisy image; the default (SURE over t, t = 0 being the pilot)
+    adds 0.40 / 0.38 / 0.44 dB more (noise seeds 0, 1, 2; ~0.2 dB at sigma
+    0.1, 0.6 dB at 0.2). A SURE that always chose t = 0 returns the pilot
+    and fails both checks.
+    """
+    sigma = 0.15
+    clean = _periodic_texture()
+    noisy = clean + sigma * np.random.default_rng(seed).standard_normal(clean.shape)
+    out = denoise_ntd(noisy, sigma=sigma, seed=seed)
+    pilot = denoise_ntd(noisy, sigma=sigma, n_iter=0)
+    gain = psnr(clean, out, data_range=1) - psnr(clean, pilot, data_range=1)
+    change = np.sqrt(np.mean((out - pilot) ** 2))
+    assert gain > 0.25, gain
+    assert change > 0.1 * sigma, change  # measured 0.24 sigma (seed 0)
