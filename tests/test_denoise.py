@@ -215,29 +215,45 @@ def test_closed_form_twicing_equals_iteration(noisy_camera):
             torch.testing.assert_close(closed, z, rtol=1e-9, atol=1e-10)
 
 
-def test_nystrom_twicing_equals_iterating_the_nystrom_matrix(noisy_camera):
+@pytest.mark.parametrize(
+    ("dtype", "atol"),
+    [
+        (torch.float64, 1e-8),
+        # the float32 runtime path (float32 kernel blocks through the compiled
+        # kernel, float64 eigendecompositions, float32 basis): measured max
+        # error 1.0e-6, 2.0e-6, 5.4e-6 at t = 1, 5, 20 (values ~0.5, whose
+        # float32 spacing is 6e-8); the bound, 10x that, is ~800 such steps.
+        # The basis' Gram matrix: 1.1e-7 from the identity (bound 1e-5).
+        (torch.float32, 5e-5),
+    ],
+)
+def test_nystrom_twicing_equals_iterating_the_nystrom_matrix(noisy_camera, dtype, atol):
     """Closed-form twicing in the returned basis == eq. (5) iterated with the
     Nystrom matrix W = C A^-1 C^T (appendix G), built here independently from
-    exact kernel columns and scaled so that its largest eigenvalue is 1."""
-    y = _centred(noisy_camera)
+    exact float64 kernel columns of the same (dtype-rounded) image and scaled
+    so that its largest eigenvalue is 1."""
+    y = _centred(noisy_camera).to(dtype)
+    y64 = y.double()
     d = y.numel()
     cols = torch.randperm(d, generator=torch.Generator().manual_seed(2))[:60]
-    k = exact_kernel(y, 5)
+    k = exact_kernel(y64, 5)
     c = k[:, cols]
     w = c @ torch.linalg.solve(k[cols][:, cols], c.T)
     w = w / torch.linalg.eigvalsh(w).max()
     basis = run_to_end(nystrom_basis(y, cols, patch_size=5, rank=None))
-    assert basis.vectors.shape[1] == 60
-    gram = basis.vectors.T @ basis.vectors
-    torch.testing.assert_close(gram, torch.eye(60, dtype=gram.dtype), atol=1e-8, rtol=0)
+    assert basis.vectors.dtype == dtype and basis.vectors.shape[1] == 60
+    gram = basis.vectors.double().T @ basis.vectors.double()
+    gram_atol = 1e-8 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(gram, torch.eye(60, dtype=gram.dtype), atol=gram_atol, rtol=0)
     yf = y.reshape(1, -1)
     proj = project(basis, yf)
-    z = torch.zeros_like(yf[0])
+    z = torch.zeros_like(y64.reshape(-1))
     for t in range(1, 21):
-        z = z + w @ (yf[0] - z)
+        z = z + w @ (y64.reshape(-1) - z)
         if t in (1, 5, 20):
             closed = apply(basis, proj, np.array([t]))[0]
-            torch.testing.assert_close(closed, z, rtol=1e-7, atol=1e-8)
+            assert closed.dtype == dtype
+            torch.testing.assert_close(closed.double(), z, rtol=0, atol=atol)
 
 
 def test_error_curve_matches_direct_computation(noisy_camera):

@@ -159,9 +159,14 @@ def test_guided_tiled_channels(channel_axis):
     out = denoise_ntd(noisy, sigma=SIGMA, seed=0, channel_axis=channel_axis)
     assert out.shape == noisy.shape
     assert psnr(clean, out, data_range=1) > psnr(clean, noisy, data_range=1) + 4
-    # tiled ~ one piece (the filter is tile-local, so only close)
+    # tiled ~ one piece (the filter is tile-local, so only close). Measured,
+    # seeds 0-2: |tiled - whole| <= 0.028 dB, rms(tiled - whole) <= 0.043 sigma
+    # (seed 0: -0.003 / +0.016 dB, 0.023 / 0.029 sigma). The last tile written
+    # one pixel off: -0.47 / -0.70 dB, 0.11 sigma (passed the former 1 dB bound);
+    # unnormalised weights: -18.6 dB.
     whole = denoise_ntd(noisy, sigma=SIGMA, seed=0, channel_axis=channel_axis, tile_shape=100)
-    assert abs(psnr(clean, out, data_range=1) - psnr(clean, whole, data_range=1)) < 1.0
+    assert abs(psnr(clean, out, data_range=1) - psnr(clean, whole, data_range=1)) < 0.1
+    assert np.sqrt(np.mean((out - whole) ** 2)) < 0.1 * SIGMA
 
 
 @pytest.mark.parametrize("shape", [(1, 30, 30), (3, 40, 40), (2, 12, 50)])
@@ -251,3 +256,31 @@ def test_guided_float32_core_matches_float64():
     corr_ref = ref - st[1:2]
     assert corr_ref.abs().max() > 1e-2  # there is a correction to get right
     np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-3)
+
+
+def _periodic_texture(n=96, period=6):
+    """A random ``period x period`` block repeated: every patch recurs ~ (n / period)^2 times."""
+    block = np.random.default_rng(3).random((period, period))
+    reps = n // period + 1
+    return np.tile(block, (reps, reps))[:n, :n]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_guided_ntk_stage_improves_on_its_pilot(seed):
+    """The NTK twicing adds to the pilot where the pilot over-smooths a fine texture.
+
+    On a repeated random texture at sigma = 0.15 the pilot gains only ~2.7 dB
+    over the noisy image; the default (SURE over t, t = 0 being the pilot)
+    adds 0.40 / 0.38 / 0.44 dB more (noise seeds 0, 1, 2; ~0.2 dB at sigma
+    0.1, 0.6 dB at 0.2). A SURE that always chose t = 0 returns the pilot
+    and fails both checks.
+    """
+    sigma = 0.15
+    clean = _periodic_texture()
+    noisy = clean + sigma * np.random.default_rng(seed).standard_normal(clean.shape)
+    out = denoise_ntd(noisy, sigma=sigma, seed=seed)
+    pilot = denoise_ntd(noisy, sigma=sigma, n_iter=0)
+    gain = psnr(clean, out, data_range=1) - psnr(clean, pilot, data_range=1)
+    change = np.sqrt(np.mean((out - pilot) ** 2))
+    assert gain > 0.25, gain
+    assert change > 0.1 * sigma, change  # measured 0.24 sigma (seed 0)

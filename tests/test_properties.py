@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from napari_ntd import denoise_ntd
@@ -72,18 +73,21 @@ def _check(out, img, snapshot, channel_axis):
         assert np.all(out == out.flat[0])
 
 
+@pytest.mark.parametrize("method", ["guided", "nystrom"])
 @SETTINGS
 @given(
     data=images(),
     patch_size=st.sampled_from([3, 5, 7, 11]),
-    n_iter=st.one_of(st.integers(1, 4), st.just("auto")),
+    n_iter=st.one_of(st.integers(0, 4), st.just("auto")),
     seed=st.integers(0, 100),
 )
-def test_nystrom_properties(data, patch_size, n_iter, seed):
+def test_guided_and_nystrom_properties(method, data, patch_size, n_iter, seed):
+    assume(n_iter != 0 or method == "guided")  # n_iter=0 (the pilot) is guided only
     img, channel_axis = data
     snapshot = img.copy()
     out = denoise_ntd(
         img,
+        method=method,
         channel_axis=channel_axis,
         patch_size=patch_size,
         n_iter=n_iter,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from skimage import data, img_as_float
 from skimage.metrics import peak_signal_noise_ratio as psnr
 
@@ -110,16 +111,20 @@ def test_tile_covering_image_is_untiled(noisy96):
 
 def test_tiled_close_to_untiled(noisy96):
     clean, noisy = noisy96
-    # fixed t and 10 % columns: the Nystrom spread between runs is ~0.2 dB
+    # fixed t and 10 % columns: the Nystrom spread between seeds is < 0.01 dB here
     opts = {"method": "nystrom", "patch_size": 5, "n_columns": 0.1, "n_iter": 4, "rank": 64}
     opts.update(seed=0, sigma=0.08)
     full = denoise_ntd(noisy, **opts)
     tiled = denoise_ntd(noisy, tile_shape=64, **opts)
     p_full, p_tiled = psnr(clean, full, data_range=1), psnr(clean, tiled, data_range=1)
     assert p_tiled > psnr(clean, noisy, data_range=1) + 2
-    assert abs(p_tiled - p_full) < 0.5
-    # the two filters differ, but far less than the noise
-    assert np.sqrt(np.mean((tiled - full) ** 2)) < 0.4 * 0.08
+    # measured: tiled - whole = -0.264 dB, rms(tiled - whole) = 0.173 sigma (seeds
+    # 0-3: -0.260 to -0.264 dB, 0.173 sigma): the tiles' filters see less of the
+    # image. A 1-pixel cross-fade gives -0.35 dB / 0.20 sigma, tiles written one
+    # pixel off -1.9 dB, unnormalised weights -13 dB. (Seams proper: the
+    # stand-in core tests below.)
+    assert -0.32 < p_tiled - p_full < 0.05, (p_tiled, p_full)
+    assert np.sqrt(np.mean((tiled - full) ** 2)) < 0.19 * 0.08
 
 
 def test_auto_tiling_under_memory_budget(noisy96):
@@ -133,23 +138,105 @@ def test_auto_tiling_under_memory_budget(noisy96):
     np.testing.assert_array_equal(auto, explicit)
 
 
-def _border_jump_ratio(err, borders):
-    """Mean |error step| across tile borders over the median step elsewhere."""
-    steps = np.abs(np.diff(err, axis=1)).mean(0)  # step between columns j and j+1
-    at = np.array([steps[b - 1] for b in borders])
-    return at.max() / np.median(steps)
+# --- seams: the cross-fade, checked with stand-in cores --------------------------
+#
+# The per-tile core of method="nystrom" is swapped for a stand-in (the tiling
+# around it is the real one, reached through denoise_ntd): tiles are then
+# checked over the whole overlap, where the cross-fade acts.
 
 
-def test_no_seams():
-    # a smooth image: any seam would stand out in the error map
-    yy, xx = np.mgrid[0:96, 0:96] / 96.0
-    clean = 0.5 + 0.3 * np.sin(2 * np.pi * xx) * np.cos(np.pi * yy)
-    noisy = clean + 0.05 * np.random.default_rng(2).standard_normal(clean.shape)
-    tile = 48
-    out = denoise_ntd(noisy, sigma=0.05, tile_shape=tile, patch_size=5, n_columns=64, seed=1)
-    tiles = plan_tiles(clean.shape, (tile, tile), tile_margin(5))
-    borders = sorted({t[1].start for t in tiles if t[1].start > 0})
-    borders += sorted({t[1].stop for t in tiles if t[1].stop < 96})
-    err = out - clean
-    assert _border_jump_ratio(err, borders) < 1.6
-    assert _border_jump_ratio(err.T, borders) < 1.6
+def _use_core(monkeypatch, ndim, core):
+    import napari_ntd._denoise as den
+
+    if ndim == 2:
+        monkeypatch.setattr(den, "iter_denoise_plane", core)
+    else:
+        monkeypatch.setattr(den._stacks, "iter_denoise_volume", core)
+
+
+def _local_core(calls, alternate=0.0):
+    """A deterministic linear filter whose receptive field is the patch (zero padding).
+
+    Every output pixel whose ``r x r`` footprint lies inside the tile equals the
+    untiled output. ``alternate`` adds that constant to every other tile: a core
+    whose neighbouring tiles disagree.
+    """
+
+    def core(y, sigma, cfg, rng):
+        r, nd = cfg.patch_size, y.dim() - 1
+        kernel = torch.rand((1, 1) + (r,) * nd, generator=torch.Generator().manual_seed(0))
+        conv = torch.nn.functional.conv2d if nd == 2 else torch.nn.functional.conv3d
+        out = conv(y[:, None], kernel.to(y.dtype), padding=r // 2)[:, 0]
+        out = out + alternate * (len(calls) % 2)
+        calls.append(tuple(y.shape[1:]))
+        yield (1, 1)
+        return out
+
+    return core
+
+
+def _constant_core(values):
+    """Tile ``k`` (in the order the tiles are denoised) becomes the constant ``values[k]``."""
+    calls = []
+
+    def core(y, sigma, cfg, rng):
+        calls.append(1)
+        yield (1, 1)
+        return torch.full_like(y, values[len(calls) - 1])
+
+    return core, calls
+
+
+SEAM_CASES = [  # (image shape, tile_shape, patch_size)
+    ((96, 96), 48, 5),
+    ((100, 61), (48, 30), 5),
+    ((70, 64), 40, 7),
+    ((24, 40, 36), 21, 5),
+]
+SEAM_IDS = ["96x96", "100x61", "patch7", "3d"]
+
+
+@pytest.mark.parametrize(("shape", "tile", "patch"), SEAM_CASES, ids=SEAM_IDS)
+def test_tiles_reproduce_a_local_core_exactly(monkeypatch, shape, tile, patch):
+    """Tiled == untiled everywhere for a core of receptive field ``patch_size``.
+
+    Holds only if every pixel's output comes from tiles where its footprint
+    is complete (the zero-weight bands) and the weights sum to one (the
+    cross-fade); it is checked over the whole image, overlaps included, so
+    tiles that disagree (``_local_core(calls, alternate=0.03)``) fail it.
+    """
+    img = np.random.default_rng(4).random(shape)
+    opts = {"method": "nystrom", "patch_size": patch, "sigma": 0.1, "n_iter": 1, "seed": 0}
+    opts["spatial_dims"] = len(shape)
+    calls = []
+    _use_core(monkeypatch, len(shape), _local_core(calls))
+    whole = denoise_ntd(img, **opts)
+    assert calls == [shape]  # one piece
+    tiled = denoise_ntd(img, tile_shape=tile, **opts)
+    assert len(calls) > 2  # several tiles
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("shape", "tile", "patch"), SEAM_CASES, ids=SEAM_IDS)
+def test_cross_fade_of_tile_constants_is_gradual(monkeypatch, shape, tile, patch):
+    """Tiles returning different constants blend into a ramp, not a step.
+
+    The weights are normalised (the result stays within the tiles' values)
+    and the switch from one tile to the next is spread over the overlap
+    (``2 * patch_size`` for the Nystrom method) less the zero-weight bands
+    (``patch_size // 2`` on each side): ``patch_size + 1`` pixels, so no step
+    between neighbouring pixels exceeds ``span / (patch_size + 1)``.
+    """
+    values = np.random.default_rng(7).uniform(-1.0, 1.0, 1000)
+    core, calls = _constant_core(values)
+    _use_core(monkeypatch, len(shape), core)
+    # a binary image: the output is the blend plus the centre, 0.5
+    img = (np.random.default_rng(4).random(shape) > 0.5).astype(np.float64)
+    opts = {"method": "nystrom", "patch_size": patch, "sigma": 0.1, "n_iter": 1}
+    out = denoise_ntd(img, tile_shape=tile, spatial_dims=len(shape), **opts) - 0.5
+    used = values[: len(calls)]
+    assert len(calls) > 2
+    assert used.min() - 1e-12 <= out.min() and out.max() <= used.max() + 1e-12
+    span = used.max() - used.min()
+    steps = max(np.abs(np.diff(out, axis=ax)).max() for ax in range(out.ndim))
+    assert steps <= span / (patch + 1) + 1e-12, (steps, span / (patch + 1))

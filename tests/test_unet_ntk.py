@@ -40,24 +40,52 @@ def test_unet_ntk_is_symmetric_psd_and_checks_size():
         unet_ntk(_x((1, 12, 8)))
 
 
-@pytest.mark.slow
-def test_unet_ntk_matches_wide_finite_network():
+#: Width and number of seeds of the finite networks averaged below.
+WIDTH, SEEDS = 128, 100
+
+
+@pytest.fixture
+def one_thread():
+    """The convolutions on 8 x 8 images are tiny: threads only add overhead (5x here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow  # ~5 s: 100 networks, two kernel columns each
+def test_unet_ntk_is_the_mean_of_finite_networks(one_thread):
+    """``unet_ntk`` is the expected empirical NTK ``J J^T`` of the U-Net (eq. 8).
+
+    One network of width c deviates from the limit by O((depth / c)^1/2),
+    mostly in scale: 10-90 % of seeds 0.08-0.30 at c = 512, 0.14-0.63 at
+    c = 128. A single network cannot check the formula (the former test: 0.13
+    for seed 0, 0.28 for seed 1 at c = 512, 0.18 at c = 64); the mean over
+    seeds can. Measured: the mean of these 100 networks (c = 128) deviates by
+    0.018 (bootstrap over seed sets: median 0.035, 90 % below 0.07). Leaving
+    out one layer's own term gives 0.05-0.23 (middle layers 0.11, the output
+    layer 0.23), a ReLU derivative map 10 % off 0.26: all but the first two
+    layers' terms fail the bound. The mean is within ~5 % of the limit even
+    at c = 64 (200 seeds); the per-seed spread tells widths apart (median
+    0.25 at c = 128, 0.39 at c = 64).
+    """
     x = _x()
-    cols = [0, 9, 27, 36, 50, 63]
+    cols = [0, 27]  # a corner and an interior pixel (more columns add little: the
+    # fluctuation is mostly one scale per network)
     theta, gp = unet_ntk(x, return_gp=True)
-    net = UNet(
-        2,
-        1,
-        512,
-        parametrization="ntk",
-        generator=torch.Generator().manual_seed(0),
-        dtype=torch.float64,
-    )
-    emp = empirical_ntk(net, x[None], columns=cols)
+    theta, gp = theta[:, cols], gp[:, cols]
+    emp = []
+    for seed in range(SEEDS):
+        gen = torch.Generator().manual_seed(seed)
+        net = UNet(2, 1, WIDTH, parametrization="ntk", generator=gen, dtype=torch.float64)
+        emp.append(empirical_ntk(net, x[None], columns=cols))
+    emp = torch.stack(emp)
 
-    def rel(a):
-        return float((emp - a).norm() / a.norm())
+    def rel(a, ref):
+        return float((a - ref).norm() / ref.norm())
 
-    # finite-width fluctuations are O(c^-1/2) per layer: ~0.13 at c = 512 (0.3-1.4 at c = 32)
-    assert rel(theta[:, cols]) < 0.2
-    assert rel(gp[:, cols]) > 1.0
+    mean = emp.mean(0)
+    assert rel(mean, theta) < 0.06
+    assert sorted(rel(e, theta) for e in emp)[SEEDS // 2] < 0.32  # c = 64: 0.39
+    # the bound separates the kernel without the output layer's own term
+    assert rel(mean, theta - gp) > 0.2

@@ -710,10 +710,12 @@ def denoise_ntd(
         Gaussian noise (the original DIP) at the network input.
     width : int, optional
         ``method='dip'``: hidden channels. The default (32 for the U-Net, 64
-        for the vanilla CNN) is chosen for CPUs: a 256 x 256 image with the
-        U-Net takes a few minutes on two cores (about 0.2 s per Adam
-        iteration with the SURE twin, at most 1500 iterations). The paper
-        uses 128 and 512 (about 1 s per Adam step at 256 x 256 on a CPU).
+        for the vanilla CNN) is chosen for CPUs: a 256 x 256 float64 image
+        with the U-Net takes about 0.45 s per Adam iteration with the SURE
+        twin on two idle cores (about 1 s when another job shares them), so
+        10-25 min at the cap of 1500 iterations; float32 input runs in
+        float32, about 7x faster. The paper uses 128 and 512 (the U-Net at 128:
+        about 3 s per step in float64, 0.7 s in float32).
     lr : float, optional
         ``method='dip'``: learning rate; ``None`` uses ``min(0.005, 0.16 / width)``
         for Adam and ``1 / lambda_max(J J^T)`` for gradient descent.
@@ -733,7 +735,7 @@ def denoise_ntd(
         Complex or non-numeric images.
     NotImplementedError
         Fewer than ``spatial_dims`` spatial axes; ``spatial_dims=3`` with a
-        method other than ``'nystrom'``.
+        method other than ``'guided'`` or ``'nystrom'``.
 
     Notes
     -----

@@ -19,8 +19,13 @@ maps of eqs. (35) and (49). With ``s = sqrt(S(p, p) S(q, q))``,
 
     Theta(p, q) = s / pi * (sin(phi) + 2 (pi - phi) cos(phi))
 
-The first term is the last-layer kernel of eq. (14); the second is the
-contribution of the first-layer weights, which the paper's eq. (14) omits.
+The first term is the last-layer kernel, eq. (14); the second is the
+contribution of the first-layer weights. Both belong to the limit in the NTK
+parametrisation, where every layer's gradient counts alike (eq. 9 from the
+base case of eq. 10). In the standard parametrisation (the paper's He
+initialisation, trained with a learning rate ``O(1/c)``; the default of the
+DIP networks, :mod:`napari_ntd._networks`) the first-layer term is ``O(n0 / c)``
+of the last-layer one and vanishes: eq. (14) alone is that limit.
 
 Speed: float32 blocks on the CPU go through a fused compiled loop
 (:mod:`napari_ntd._fast_kernel`, numba) when it is available;
