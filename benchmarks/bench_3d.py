@@ -14,7 +14,7 @@ from skimage.metrics import peak_signal_noise_ratio as psnr
 
 from _common import save, table
 from napari_ntd import denoise_ntd
-from napari_ntd._pilot import pilot
+from napari_ntd._ntk._pilot import pilot
 
 
 def main() -> None:

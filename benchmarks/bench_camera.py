@@ -5,7 +5,7 @@ The 2D nuclei image bundled with StarDist (``stardist/data/images/img2d.tif``,
 into a temporary directory; stardist is not a dependency), scaled to 5, 20
 and 100 photons at its bright end and turned into uint16 raw frames: gain
 2 ADU/e-, offset 100 ADU, read noise 3 e- (6 ADU), rounding and clipping.
-The table compares :func:`napari_ntd._noise_estimation.estimate_noise` with
+The table compares :func:`napari_ntd._engine._noise_estimation.estimate_noise` with
 the true parameters.
 
 Run: ``python benchmarks/bench_camera.py`` (~30 s plus the download).
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import save, table
-from napari_ntd._noise_estimation import estimate_noise
+from napari_ntd._engine._noise_estimation import estimate_noise
 
 PHOTONS = (5, 20, 100)
 GAIN, OFFSET, READ_NOISE = 2.0, 100.0, 6.0  # ADU/e-, ADU, ADU (3 e-)

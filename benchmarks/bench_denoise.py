@@ -71,7 +71,7 @@ def run_one(method: str, name: str, size: str, sigma255: float, seed: int) -> di
             out, t = _ntd_oracle(noisy, clean, sigma, ch, seed)
             extra = {"t": t}
     elif method == "pilot":
-        from napari_ntd._pilot import pilot
+        from napari_ntd._ntk._pilot import pilot
 
         img = noisy if ch is not None else noisy[..., None]
         out = pilot(img, sigma)
@@ -109,9 +109,11 @@ def _ntd_oracle(noisy, clean, sigma, ch, seed):
     """The default NTD fit, with t chosen on the clean image (per channel)."""
     import torch
 
-    from napari_ntd._denoise import NTDConfig, iter_fit_plane, robust_center
-    from napari_ntd._progress import run_to_end
-    from napari_ntd._twicing import error_curve, project, t_grid
+    from napari_ntd._engine._image import robust_center
+    from napari_ntd._ntk._plane import iter_fit_plane
+    from napari_ntd._ntk._twicing import error_curve, project, t_grid
+    from napari_ntd._util._config import NTDConfig
+    from napari_ntd._util._progress import run_to_end
 
     img = noisy if ch is not None else noisy[..., None]
     ref = clean if ch is not None else clean[..., None]

@@ -1,14 +1,14 @@
 """Micro-benchmark of the NTK kernel evaluation (issue 8): elementwise map and block.
 
-For each block shape ``(a x b, n0)`` of :func:`napari_ntd._nystrom.nystrom_from_patches`
+For each block shape ``(a x b, n0)`` of :func:`napari_ntd._ntk._nystrom.nystrom_from_patches`
 (rows: a slab of ``block_pixels`` pixels; columns: the ``m`` sampled patches),
 with real patches of noisy skimage images (camera, astronaut for ``n0 = 363``):
 
 * entries/s of the eager reference elementwise map
-  (:func:`~napari_ntd._kernel.ntk_from_gram_reference`) and of the fast one
-  (:mod:`napari_ntd._fast_kernel`), both in place on a fresh copy of the Gram block;
+  (:func:`~napari_ntd._ntk._kernel.ntk_from_gram_reference`) and of the fast one
+  (:mod:`napari_ntd._ntk._fast_kernel`), both in place on a fresh copy of the Gram block;
 * GFLOP/s of the plain ``torch.matmul`` of the Gram block (``2 a b n0`` flops);
-* :func:`~napari_ntd._kernel.ntk_block` (matmul + elementwise) with each path,
+* :func:`~napari_ntd._ntk._kernel.ntk_block` (matmul + elementwise) with each path,
   and the fast block's time over the matmul's;
 * the fast kernel's first-call time in a fresh process: compile (empty numba
   cache) and load (warm cache);
@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from _common import save, table
-from napari_ntd import _fast_kernel
-from napari_ntd._kernel import ntk_block, ntk_from_gram_reference, patch_matrix
-from napari_ntd._nystrom import _row_slabs
+from napari_ntd._ntk import _fast_kernel
+from napari_ntd._ntk._kernel import ntk_block, ntk_from_gram_reference, patch_matrix
+from napari_ntd._ntk._nystrom import _row_slabs
 
 SHAPES = [(4096, 5242, 121), (4096, 1024, 121), (4096, 1024, 363)]
 
@@ -176,7 +176,12 @@ def main(rounds: int) -> None:
         "\n\nFirst call of the fast kernel, fresh process (s):\n\n"
     )
     body += table(
-        ["case", "import napari_ntd._fast_kernel (s)", "first call: numba import + JIT (s)", "ok"],
+        [
+            "case",
+            "import napari_ntd._ntk._fast_kernel (s)",
+            "first call: numba import + JIT (s)",
+            "ok",
+        ],
         first_call_times(),
     )
     loop = row_loop([1024, 2048, 4096, 8192, 16384], max(2, rounds // 2))

@@ -13,7 +13,7 @@ from skimage.metrics import peak_signal_noise_ratio as psnr
 
 from _common import save, table
 from napari_ntd import denoise_ntd
-from napari_ntd._vst import NoiseModel
+from napari_ntd._engine._vst import NoiseModel
 
 
 def main() -> None:

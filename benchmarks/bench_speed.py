@@ -76,7 +76,8 @@ def child(method: str, name: str, size: int, dtype: str) -> None:
     if method.startswith("ntd"):
         import torch
 
-        from napari_ntd import _kernel, denoise_ntd
+        from napari_ntd import denoise_ntd
+        from napari_ntd._ntk import _kernel
 
         p = torch.randn(64, 121)  # load the compiled kernel (not timed)
         _kernel.ntk_block(p, p, (p * p).sum(1), (p * p).sum(1))
@@ -101,7 +102,8 @@ def dask_child(kind: str) -> None:
     """A stack of 8 planes: dask (threaded scheduler, a plane per chunk) or a loop."""
     from skimage import data, img_as_float
 
-    from napari_ntd import _kernel, denoise_ntd
+    from napari_ntd import denoise_ntd
+    from napari_ntd._ntk import _kernel
 
     cam = img_as_float(data.camera())
     clean = np.stack([cam[i * 32 : i * 32 + 256, i * 16 : i * 16 + 256] for i in range(8)])

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from skimage import data, img_as_float
 
-from napari_ntd._kernel import exact_kernel
-from napari_ntd._trainers import DIPConfig, iter_dip
+from napari_ntd._dip._trainers import DIPConfig, iter_dip
+from napari_ntd._ntk._kernel import exact_kernel
 
 OUT = Path(__file__).parent
 N_ITER, R, SIGMA = 40, 5, 25 / 255

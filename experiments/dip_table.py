@@ -21,7 +21,7 @@ import torch
 from skimage import data, img_as_float
 
 from napari_ntd import denoise_ntd
-from napari_ntd._trainers import DIPConfig, iter_dip
+from napari_ntd._dip._trainers import DIPConfig, iter_dip
 
 OUT = Path(__file__).parent
 SIGMA = 25 / 255

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from skimage import data, img_as_float
 
-from napari_ntd._trainers import DIPConfig, _gd_lr, _make_runs, _set_optimizer
+from napari_ntd._dip._trainers import DIPConfig, _gd_lr, _make_runs, _set_optimizer
 
 OUT = Path(__file__).parent
 SIGMA, N_ITER = 25 / 255, 150

@@ -7,7 +7,7 @@ import pytest
 import tifffile
 from skimage import data
 
-from napari_ntd._cli import build_parser, main
+from napari_ntd._ui._cli import build_parser, main
 
 FAST = ["--patch-size", "5", "--n-columns", "64", "--n-iter", "3", "--seed", "0", "--quiet"]
 

@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 
 def test_console_script_registered():
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
-    assert scripts.get("napari-ntd") == "napari_ntd._cli:main"
+    assert scripts.get("napari-ntd") == "napari_ntd._ui._cli:main"
 
 
 def test_demo_runs_and_improves_psnr():

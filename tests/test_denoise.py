@@ -11,16 +11,14 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio as psnr
 
 from napari_ntd import denoise_ntd, iter_denoise_ntd
-from napari_ntd._denoise import (
-    EXACT_MAX_PIXELS,
-    NTDConfig,
-    iter_fit_plane,
-    robust_center,
-)
-from napari_ntd._kernel import exact_kernel
-from napari_ntd._nystrom import exact_basis, nystrom_basis
-from napari_ntd._progress import run_to_end
-from napari_ntd._twicing import apply, error_curve, project
+from napari_ntd._api import EXACT_MAX_PIXELS
+from napari_ntd._engine._image import robust_center
+from napari_ntd._ntk._kernel import exact_kernel
+from napari_ntd._ntk._nystrom import exact_basis, nystrom_basis
+from napari_ntd._ntk._plane import iter_fit_plane
+from napari_ntd._ntk._twicing import apply, error_curve, project
+from napari_ntd._util._config import NTDConfig
+from napari_ntd._util._progress import run_to_end
 
 FAST = dict(n_columns=200, seed=0)
 

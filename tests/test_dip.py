@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_ntd import denoise_ntd, iter_denoise_ntd
-from napari_ntd._progress import run_to_end
+from napari_ntd._util._progress import run_to_end
 
 KW = dict(method="dip", width=8, seed=0)
 

@@ -6,11 +6,11 @@ import doctest
 
 import pytest
 
-import napari_ntd._denoise
-import napari_ntd._trainers
+import napari_ntd._api
+import napari_ntd._dip._trainers
 
 
-@pytest.mark.parametrize("module", [napari_ntd._denoise, napari_ntd._trainers])
+@pytest.mark.parametrize("module", [napari_ntd._api, napari_ntd._dip._trainers])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

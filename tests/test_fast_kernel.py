@@ -22,11 +22,11 @@ import threading
 import pytest
 import torch
 
-from napari_ntd import _fast_kernel, _kernel
-from napari_ntd._kernel import exact_kernel, ntk_block, ntk_from_gram, ntk_from_gram_reference
-from napari_ntd._nystrom import nystrom_basis
-from napari_ntd._progress import run_to_end as _run
-from napari_ntd._twicing import gains
+from napari_ntd._ntk import _fast_kernel, _kernel
+from napari_ntd._ntk._kernel import exact_kernel, ntk_block, ntk_from_gram, ntk_from_gram_reference
+from napari_ntd._ntk._nystrom import nystrom_basis
+from napari_ntd._ntk._twicing import gains
+from napari_ntd._util._progress import run_to_end as _run
 
 needs_fast = pytest.mark.skipif(
     not _fast_kernel.available(), reason="fast kernel unavailable (numba missing?)"

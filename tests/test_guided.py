@@ -7,12 +7,12 @@ from skimage import data, img_as_float
 from skimage.metrics import peak_signal_noise_ratio as psnr
 
 from napari_ntd import denoise_ntd
-from napari_ntd._denoise import NTDConfig
-from napari_ntd._guided import guided_stack, iter_guided_plane
-from napari_ntd._kernel3d import nystrom_basis_3d
-from napari_ntd._nystrom import nystrom_basis
-from napari_ntd._pilot import pilot as make_pilot
-from napari_ntd._progress import run_to_end
+from napari_ntd._ntk._guided import guided_stack, iter_guided_plane
+from napari_ntd._ntk._kernel3d import nystrom_basis_3d
+from napari_ntd._ntk._nystrom import nystrom_basis
+from napari_ntd._ntk._pilot import pilot as make_pilot
+from napari_ntd._util._config import NTDConfig
+from napari_ntd._util._progress import run_to_end
 
 SIGMA = 25 / 255
 
@@ -206,8 +206,8 @@ def test_guided_sure_choice_equals_brute_force_mc_sure():
     z^t(y + eps b) from numpy's eigendecomposition of W, SURE(t) =
     ||y - z^t||^2 / d - sigma^2 + 2 sigma^2 b^T (z^t_eps - z^t) / (eps d).
     """
-    from napari_ntd._guided import guided_batch
-    from napari_ntd._twicing import t_grid
+    from napari_ntd._ntk._guided import guided_batch
+    from napari_ntd._ntk._twicing import t_grid
 
     _, noisy = _case(0, n=32)
     y = (noisy - 0.5)[..., None]
@@ -240,7 +240,7 @@ def test_guided_sure_choice_equals_brute_force_mc_sure():
 
 def test_guided_float32_core_matches_float64():
     """The float32 runtime path (kernel in float32, sums in float64) vs float64."""
-    from napari_ntd._guided import guided_batch
+    from napari_ntd._ntk._guided import guided_batch
 
     _, noisy = _case(0, n=64)
     y = (noisy - 0.5)[..., None]

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.func import functional_call, jacrev
 
-from napari_ntd._kernel import exact_kernel, patch_matrix, patch_sq_norms
+from napari_ntd._ntk._kernel import exact_kernel, patch_matrix, patch_sq_norms
 
 
 class FiniteCNN(torch.nn.Module):

@@ -39,7 +39,7 @@ def test_packaged_manifest_is_the_top_level_symlink():
 def test_import_does_not_import_napari_or_qt():
     gui = "napari magicgui qtpy PyQt5 PyQt6 PySide2 PySide6 superqt vispy".split()
     code = (
-        "import sys, napari_ntd, napari_ntd._sample_data\n"
+        "import sys, napari_ntd, napari_ntd._ui._sample_data\n"
         f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {set(gui)!r})\n"
         "print(','.join(bad))"
     )

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import tifffile
 
-import napari_ntd._tiling as tiling
+import napari_ntd._engine._tiling as tiling
 from napari_ntd import denoise_ntd
-from napari_ntd._cli import main
-from napari_ntd._denoise import NTDConfig, _dip_config, iter_denoise_ntd
-from napari_ntd._tiling import MemoryBudgetError, estimate_memory, parse_memory
+from napari_ntd._api import _dip_config, iter_denoise_ntd
+from napari_ntd._engine._tiling import MemoryBudgetError, estimate_memory, parse_memory
+from napari_ntd._ui._cli import main
+from napari_ntd._util._config import NTDConfig
 
 FAST = {"method": "nystrom", "n_columns": 64, "n_iter": 1, "patch_size": 5, "seed": 0}
 
@@ -106,7 +107,7 @@ def test_cli_reports_the_budget(tmp_path, capsys):
 
 def test_guided_counts_its_whole_image_arrays():
     """The guided default holds image-sized arrays besides its tiles: they count."""
-    from napari_ntd._tiling import guided_image_bytes
+    from napari_ntd._engine._tiling import guided_image_bytes
 
     image = np.random.default_rng(0).random((200, 200))
     whole = guided_image_bytes(image.shape, 1, 8)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_ntd._networks import (
+from napari_ntd._dip._networks import (
     UNet,
     VanillaCNN,
     empirical_ntk,

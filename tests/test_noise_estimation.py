@@ -10,8 +10,8 @@ import pytest
 from scipy import ndimage
 from skimage import data
 
-from napari_ntd._noise_estimation import NoiseEstimate, estimate_noise
-from napari_ntd._vst import NoiseModel, as_noise_model
+from napari_ntd._engine._noise_estimation import NoiseEstimate, estimate_noise
+from napari_ntd._engine._vst import NoiseModel, as_noise_model
 
 GAIN, OFFSET, READ = 2.0, 100.0, 6.0  # ADU/e-, ADU, ADU (3 e-)
 
@@ -166,7 +166,7 @@ def test_str_and_model():
 
 def test_estimate_feeds_the_stabilising_transform(scene):
     # the fitted model stabilises the frame: GAT residual variance ~1 at every level
-    from napari_ntd._vst import gat_forward
+    from napari_ntd._engine._vst import gat_forward
 
     frame = raw_frame(scene, 20, seed=5)
     est = estimate_noise(frame)

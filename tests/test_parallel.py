@@ -8,7 +8,9 @@ import pytest
 import torch
 from skimage import data, img_as_float
 
-from napari_ntd import _guided, _parallel, denoise_ntd
+from napari_ntd import denoise_ntd
+from napari_ntd._ntk import _guided
+from napari_ntd._util import _parallel
 
 SIGMA = 0.1
 
@@ -95,16 +97,16 @@ def test_dask_tasks_run_torch_single_threaded(monkeypatch):
     """dask's threaded scheduler runs a task per core: each uses one torch thread."""
     import dask.array as da
 
-    from napari_ntd import _denoise
+    from napari_ntd._engine import _image
 
     seen = []
-    real = _denoise._estimate_sigma
+    real = _image.estimate_sigma
 
     def spy(img):
         seen.append(torch.get_num_threads())
         return real(img)
 
-    monkeypatch.setattr(_denoise, "_estimate_sigma", spy)
+    monkeypatch.setattr(_image, "estimate_sigma", spy)
     here, fresh = torch.get_num_threads(), _fresh_thread_threads()
     stack = np.stack([_noisy((48, 48), seed=s) for s in range(4)])
     lazy = denoise_ntd(da.from_array(stack, chunks=(1, 48, 48)), seed=0, method="nystrom")

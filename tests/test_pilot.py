@@ -7,8 +7,8 @@ import torch
 from skimage import data, img_as_float
 from skimage.metrics import peak_signal_noise_ratio as psnr
 
-from napari_ntd import _pilot
-from napari_ntd._pilot import dct_matrix, dct_shrink, nlm, pilot
+from napari_ntd._ntk import _pilot
+from napari_ntd._ntk._pilot import dct_matrix, dct_shrink, nlm, pilot
 
 
 def _reference(x, sigma, guide=None, n=8, threshold=2.7):

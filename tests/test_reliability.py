@@ -16,11 +16,10 @@ import pytest
 import tifffile
 import torch
 
-from napari_ntd import denoise_ntd
-from napari_ntd._cli import main
-from napari_ntd._denoise import iter_denoise_ntd
-from napari_ntd._tiling import MemoryBudgetError
-from napari_ntd._trainers import DIPTrainer
+from napari_ntd import denoise_ntd, iter_denoise_ntd
+from napari_ntd._dip._trainers import DIPTrainer
+from napari_ntd._engine._tiling import MemoryBudgetError
+from napari_ntd._ui._cli import main
 
 #: Fast settings per method (tiny networks, two iterations; the guided default
 #: keeps n_iter="auto", its SURE run over t = 0 and the twicing grid).
@@ -494,7 +493,7 @@ def test_cli_batch_stops_on_error_when_asked(batch, tmp_path, capsys):
 
 
 def test_cli_unexpected_error_is_reported_and_batch_goes_on(batch, tmp_path, capsys, monkeypatch):
-    import napari_ntd._denoise as den
+    import napari_ntd as den
 
     real = den.denoise_ntd
     calls = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from skimage import data, img_as_float
 
-from napari_ntd._sample_data import CROP, SAMPLE_SIGMA, noisy_cells
+from napari_ntd._ui._sample_data import CROP, SAMPLE_SIGMA, noisy_cells
 
 
 def test_noisy_cells_seeded_and_noisy():

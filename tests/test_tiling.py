@@ -9,8 +9,7 @@ from skimage import data, img_as_float
 from skimage.metrics import peak_signal_noise_ratio as psnr
 
 from napari_ntd import denoise_ntd
-from napari_ntd._denoise import NTDConfig
-from napari_ntd._tiling import (
+from napari_ntd._engine._tiling import (
     DEFAULT_MAX_MEMORY,
     choose_tile_shape,
     estimate_memory,
@@ -19,6 +18,7 @@ from napari_ntd._tiling import (
     tile_margin,
     tile_weights,
 )
+from napari_ntd._util._config import NTDConfig
 
 FAST = {"method": "nystrom", "patch_size": 5, "n_columns": 64, "n_iter": 4, "seed": 0}
 
@@ -146,12 +146,9 @@ def test_auto_tiling_under_memory_budget(noisy96):
 
 
 def _use_core(monkeypatch, ndim, core):
-    import napari_ntd._denoise as den
+    from napari_ntd._engine import _image
 
-    if ndim == 2:
-        monkeypatch.setattr(den, "iter_denoise_plane", core)
-    else:
-        monkeypatch.setattr(den._stacks, "iter_denoise_volume", core)
+    monkeypatch.setattr(_image, "iter_denoise_plane" if ndim == 2 else "iter_denoise_volume", core)
 
 
 def _local_core(calls, alternate=0.0):

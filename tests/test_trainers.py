@@ -8,8 +8,8 @@ import torch
 from skimage import data, img_as_float
 
 from napari_ntd import denoise_ntd
-from napari_ntd._kernel import exact_kernel
-from napari_ntd._trainers import DIPConfig, DIPTrainer, iter_dip
+from napari_ntd._dip._trainers import DIPConfig, DIPTrainer, iter_dip
+from napari_ntd._ntk._kernel import exact_kernel
 
 SIGMA = 0.1
 

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from napari_ntd._twicing import gains
+from napari_ntd._ntk._twicing import gains
 
 #: Eigenvalues at the edges and inside [0, 1] (tiny ones test the log1p form).
 LAMBDAS = [0.0, 1e-300, 1e-12, 1e-6, 0.1, 0.5, 0.9, 1 - 1e-9, 1.0]

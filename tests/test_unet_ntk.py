@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_ntd._kernel import exact_kernel
-from napari_ntd._networks import UNet, down2, empirical_ntk, up2
-from napari_ntd._unet_ntk import resample_matrix, unet_ntk, vanilla_ntk
+from napari_ntd._dip._networks import UNet, down2, empirical_ntk, up2
+from napari_ntd._dip._unet_ntk import resample_matrix, unet_ntk, vanilla_ntk
+from napari_ntd._ntk._kernel import exact_kernel
 
 
 def _x(shape=(2, 8, 8), seed=0):

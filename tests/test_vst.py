@@ -7,7 +7,7 @@ import pytest
 from skimage import data, img_as_float
 
 from napari_ntd import denoise_ntd
-from napari_ntd._vst import (
+from napari_ntd._engine._vst import (
     TABLE_MAX,
     NoiseModel,
     estimate_poisson_gaussian,

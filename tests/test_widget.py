@@ -8,7 +8,7 @@ from skimage import data, img_as_float
 from skimage.metrics import peak_signal_noise_ratio as psnr
 
 pytest.importorskip("napari")
-from napari_ntd._widget import ORIGINAL_KEY
+from napari_ntd._ui._widget import ORIGINAL_KEY
 
 pytestmark = pytest.mark.gui
 
@@ -217,7 +217,7 @@ def test_widget_multiscale_in_place_is_refused(qtbot, viewer_widget, noisy):
 
 
 def test_sample_data_opens_and_shows_sigma_estimate(viewer_widget):
-    from napari_ntd._sample_data import SAMPLE_SIGMA
+    from napari_ntd._ui._sample_data import SAMPLE_SIGMA
 
     viewer, widget = viewer_widget
     viewer.open_sample("napari-ntd", "noisy_cells")

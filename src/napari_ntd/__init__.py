@@ -5,10 +5,10 @@ Importing this package does not import napari or Qt.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._denoise import denoise_ntd, iter_denoise_ntd
-from ._noise_estimation import NoiseEstimate, estimate_noise
-from ._trainers import DIPConfig, DIPTrainer
-from ._vst import NoiseModel
+from ._api import denoise_ntd, iter_denoise_ntd
+from ._dip._trainers import DIPConfig, DIPTrainer
+from ._engine._noise_estimation import NoiseEstimate, estimate_noise
+from ._engine._vst import NoiseModel
 
 try:
     __version__ = version("napari-ntd")

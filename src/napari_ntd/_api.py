@@ -1,30 +1,29 @@
-"""The public entry point: ``denoise_ntd`` and its step-wise generator.
+"""The public API: ``denoise_ntd`` and its step-wise generator.
 
-This module only adapts arrays (dtype rules, channels, validation, device)
-and chains the stages: kernel (``_kernel``), eigenbasis (``_nystrom``),
-twicing and stopping (``_twicing``).
+This layer validates options, applies scikit-image's dtype rules and the
+channel layout, and hands each image to the execution layer
+(:mod:`napari_ntd._engine`: noise model, sigma, tiles, stacks, dask), which
+runs the algorithms (:mod:`napari_ntd._ntk`: kernel, Nystrom, twicing and
+SURE, pilot, guided method; :mod:`napari_ntd._dip`: trainers).
 """
 
 from __future__ import annotations
 
 import functools
-import numbers
-import warnings
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import _dask, _guided, _nystrom, _pilot, _stacks, _tiling, _twicing, _vst
-from ._kernel import patch_sq_norms
-from ._progress import make_reporter, run_to_end
+from ._engine import _dask, _stacks, _tiling, _vst
+from ._engine._image import iter_image
+from ._util._checks import check_layout, resolve_device
+from ._util._config import METHODS, NTDConfig
+from ._util._progress import make_reporter, run_to_end
 
-__all__ = ["denoise_ntd", "iter_denoise_ntd", "NTDConfig", "METHODS", "EXACT_MAX_PIXELS"]
+__all__ = ["denoise_ntd", "iter_denoise_ntd", "METHODS", "EXACT_MAX_PIXELS", "GUIDED_PATCH_3D"]
 
-#: Methods accepted by ``denoise_ntd``.
-METHODS = ("guided", "nystrom", "exact", "dip")
 
 #: Largest image (in pixels) for ``method="exact"``: the d x d float64 matrix
 #: and its eigendecomposition (~0.5 GB and ~1 min at this size).
@@ -34,115 +33,6 @@ EXACT_MAX_PIXELS = 64 * 64
 #: 5 x 5 x 5 patches (11 x 11 x 11 gained 0.04 dB at 5x the time on the 3D
 #: benchmark volume).
 GUIDED_PATCH_3D = 5
-
-#: Floor and cap on the number of Nystrom columns.
-MIN_COLUMNS = 64
-MAX_COLUMNS = 6000
-
-#: Relative size of the Monte-Carlo SURE perturbation (times sigma).
-SURE_EPS = 1e-2
-
-#: Range of the centred image's largest deviation computed as is; outside it
-#: the image is rescaled to ~1 first (patch products would over/underflow).
-SAFE_SPREAD = (1e-6, 1e6)
-
-
-@dataclass(frozen=True)
-class NTDConfig:
-    """Validated options of one ``denoise_ntd`` run (see its docstring)."""
-
-    method: str = "guided"
-    sigma: float | None = None
-    n_iter: int | str = "auto"
-    patch_size: int = 11
-    n_columns: float | int = 0.02
-    rank: int | None = 256
-    block_pixels: int = 4096
-    seed: int | None = None
-    dip: Any = None  # a napari_ntd._trainers.DIPConfig for method="dip"
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; expected one of {METHODS}")
-        if self.sigma is not None:
-            if not isinstance(self.sigma, numbers.Real) or isinstance(self.sigma, bool):
-                raise TypeError(f"sigma must be a real number or None, got {self.sigma!r}")
-            if not np.isfinite(self.sigma) or self.sigma < 0:
-                raise ValueError(f"sigma must be finite and >= 0, got {self.sigma}")
-        if isinstance(self.n_iter, str):
-            if self.n_iter != "auto":
-                raise ValueError(f"n_iter must be 'auto' or a positive int, got {self.n_iter!r}")
-        elif _is_int(self.n_iter) and self.n_iter == 0:
-            if self.method != "guided":
-                raise ValueError(
-                    "n_iter=0 (no twicing: the pilot alone) applies to method='guided' only"
-                )
-        elif not _is_int(self.n_iter) or self.n_iter < 1:
-            raise ValueError(f"n_iter must be 'auto' or a positive int, got {self.n_iter!r}")
-        if not _is_int(self.patch_size) or self.patch_size < 1 or self.patch_size % 2 == 0:
-            raise ValueError(f"patch_size must be a positive odd int, got {self.patch_size!r}")
-        n = self.n_columns
-        if isinstance(n, bool) or not isinstance(n, numbers.Real):
-            raise TypeError(f"n_columns must be a fraction in (0, 1] or an int, got {n!r}")
-        if _is_int(n):
-            if n < 1:
-                raise ValueError(f"n_columns must be >= 1, got {n}")
-        elif not 0 < n <= 1:
-            raise ValueError(f"a fractional n_columns must be in (0, 1], got {n}")
-        if self.rank is not None and (not _is_int(self.rank) or self.rank < 1):
-            raise ValueError(f"rank must be a positive int or None, got {self.rank!r}")
-        if not _is_int(self.block_pixels) or self.block_pixels < 1:
-            raise ValueError(f"block_pixels must be a positive int, got {self.block_pixels!r}")
-        if self.seed is not None and not _is_int(self.seed):
-            raise TypeError(f"seed must be an int or None, got {self.seed!r}")
-
-    def columns(self, d: int) -> int:
-        """Number of Nystrom columns for an image of ``d`` pixels."""
-        n = self.n_columns
-        m = int(n) if _is_int(n) else round(n * d)
-        return int(min(d, max(m, MIN_COLUMNS), MAX_COLUMNS if not _is_int(n) else d))
-
-
-def sure_eps(sigma: float, spread: float, tiny: float) -> float:
-    """Size of the Monte-Carlo SURE perturbation: ``SURE_EPS`` times the noise
-    level, kept away from zero for (nearly) noise-free images."""
-    return SURE_EPS * max(sigma, 1e-3 * spread, tiny)
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA if available else CPU; a CUDA request without CUDA is an error."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"invalid device {device!r}: {err}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available here")
-    return dev
-
-
-def check_layout(
-    dtype: np.dtype, shape: tuple[int, ...], channel_axis: int | None, spatial_dims: int
-) -> None:
-    """Raise for a dtype or a shape/``channel_axis`` that ``denoise_ntd`` cannot take."""
-    if dtype.kind == "c":
-        raise TypeError("complex images are not supported; denoise real and imaginary parts")
-    if dtype.kind not in "biuf":
-        raise TypeError(f"image must be a numeric array, got dtype {dtype}")
-    ndim = len(shape)
-    expected = spatial_dims + (channel_axis is not None)
-    if ndim < expected:
-        raise NotImplementedError(
-            f"denoise_ntd needs {spatial_dims}D images (ndim >= {expected} with channel_axis="
-            f"{channel_axis}, spatial_dims={spatial_dims}); got shape {shape}"
-        )
-    if channel_axis is not None and (not _is_int(channel_axis) or not -ndim <= channel_axis < ndim):
-        raise ValueError(f"channel_axis={channel_axis!r} is invalid for shape {shape}")
 
 
 def _prepare(
@@ -181,163 +71,6 @@ def _prepare(
     # else (float32, float16, ints converted to float64) in float32.
     compute = np.dtype(np.float64 if in_dtype == np.float64 else np.float32)
     return np.ascontiguousarray(arr), out_dtype, compute
-
-
-def robust_center(img: np.ndarray) -> float | None:
-    """The offset subtracted before the kernel; ``None`` for a constant image.
-
-    Appendix I centres [0, 1] images at 0.5; in general we use the middle of
-    the robust (0.5-99.5 percentile) range. The kernel is homogeneous, so only
-    the offset matters, not the scale.
-    """
-    lo, hi = np.percentile(img, [0.5, 99.5])
-    if hi <= lo:  # (almost everywhere) constant image
-        lo, hi = img.min(), img.max()
-        if hi <= lo:
-            return None
-    return float(0.5 * (lo + hi))
-
-
-def _estimate_sigma(img: np.ndarray) -> float:
-    from skimage.restoration import estimate_sigma
-
-    multichannel = img.shape[-1] > 1
-    with warnings.catch_warnings():  # a constant channel: NaN and "mean of empty slice"
-        warnings.simplefilter("ignore", RuntimeWarning)
-        sig = estimate_sigma(
-            img if multichannel else img[..., 0], channel_axis=-1 if multichannel else None
-        )
-    sigmas = [s for s in np.atleast_1d(sig) if np.isfinite(s)]
-    return float(np.mean(sigmas)) if sigmas else 0.0
-
-
-def _counted(gen: Generator[None, None, Any], counter: list[int], total: int):
-    """Forward a stage generator's unit steps as ``(done, total)`` progress."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
-        counter[0] += 1
-        yield (counter[0], total)
-
-
-def _shifted(gen: Generator, offset: int):
-    """Forward ``(done, total)`` steps of ``gen`` after ``offset`` earlier ones."""
-    while True:
-        try:
-            done, total = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        yield (offset + done, offset + total)
-
-
-def nested_progress(gen: Generator, index: int, count: int):
-    """Run the ``index``-th of ``count`` equal sub-jobs, rescaling its progress."""
-    while True:
-        try:
-            done, total = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        yield (index * total + done, count * total)
-
-
-@dataclass(frozen=True)
-class PlaneFit:
-    """A fitted filter for one plane: the basis, projections and chosen ``t``.
-
-    ``sure`` (C, T) is the Monte-Carlo SURE curve over ``ts`` (``None`` for a
-    fixed ``n_iter``). Benchmarks evaluate other curves (e.g. the oracle MSE)
-    from the same fit with :func:`napari_ntd._twicing.error_curve`.
-    """
-
-    basis: _nystrom.Basis
-    proj: _twicing.Projections
-    t: np.ndarray
-    shape: tuple[int, int, int]
-    ts: np.ndarray | None = None
-    sure: torch.Tensor | None = None
-
-    def output(self, t: np.ndarray | None = None) -> torch.Tensor:
-        """Twicing output (C, H, W) at ``t`` (one per channel; default: chosen)."""
-        t = self.t if t is None else np.broadcast_to(np.asarray(t), self.t.shape)
-        return _twicing.apply(self.basis, self.proj, t).reshape(self.shape)
-
-
-def iter_fit_plane(
-    y: torch.Tensor,
-    sigma: float,
-    cfg: NTDConfig,
-    rng: torch.Generator,
-) -> Generator[tuple[int, int], None, PlaneFit]:
-    """Compute the NTD eigenbasis of a centred ``(C, H, W)`` plane and choose ``t``."""
-    nch, h, w = y.shape
-    d = h * w
-    auto = cfg.n_iter == "auto"
-    dev = y.device
-    if cfg.method == "exact":
-        per_pass = _nystrom.EXACT_STEPS
-
-        def make_basis(x):
-            return _nystrom.exact_basis(x, patch_size=cfg.patch_size)
-    else:
-        # uniformly random pixels (appendix G), among those whose patch is not
-        # zero: a zero patch has a zero kernel column and adds nothing
-        informative = torch.nonzero(patch_sq_norms(y, cfg.patch_size) > 0).flatten().cpu()
-        if informative.numel() == 0:
-            informative = torch.arange(d)
-        m = min(cfg.columns(d), informative.numel())
-        pick = torch.randperm(informative.numel(), generator=rng)[:m]
-        columns = informative[pick].to(dev)
-        per_pass = _nystrom.nystrom_steps(h, w, m, cfg.block_pixels)
-
-        def make_basis(x):
-            return _nystrom.nystrom_basis(
-                x, columns, patch_size=cfg.patch_size, rank=cfg.rank, block_pixels=cfg.block_pixels
-            )
-
-    total = per_pass * (2 if auto else 1) + 1
-    counter = [0]
-    basis = yield from _counted(make_basis(y), counter, total)
-    y_flat = y.reshape(nch, d)
-    if auto:
-        spread = float(y.max() - y.min())
-        eps = sure_eps(sigma, spread, torch.finfo(y.dtype).eps)
-        b = torch.randn((nch, h, w), generator=rng, dtype=y.dtype).to(dev)
-        y_eps = y + eps * b
-        b_flat = b.reshape(nch, d)
-        proj = _twicing.project(basis, y_flat, b_flat)
-        basis_eps = yield from _counted(make_basis(y_eps), counter, total)
-        proj_eps = _twicing.project(basis_eps, y_eps.reshape(nch, d), b_flat)
-        ts = _twicing.t_grid()
-        y_sq = (y_flat.double() ** 2).sum(1)
-        sure = _twicing.sure_curve(basis, proj, basis_eps.values, proj_eps, y_sq, sigma, eps, ts)
-        del basis_eps, proj_eps
-        t_sel = ts[sure.argmin(1).cpu().numpy()]
-    else:
-        proj = _twicing.project(basis, y_flat)
-        t_sel = np.full(nch, int(cfg.n_iter))
-    yield (total, total)
-    return PlaneFit(basis, proj, t_sel, (nch, h, w), *((ts, sure) if auto else ()))
-
-
-def iter_denoise_plane(
-    y: torch.Tensor,
-    sigma: float,
-    cfg: NTDConfig,
-    rng: torch.Generator,
-) -> Generator[tuple[int, int], None, torch.Tensor]:
-    """Denoise one centred ``(C, H, W)`` plane with the configured method.
-
-    The core every wrapper (stacks, tiles, noise models) calls. All channels
-    share one kernel; each channel gets its own stopping time.
-    """
-    if cfg.method == "dip":
-        from ._trainers import iter_dip_plane
-
-        return (yield from iter_dip_plane(y, sigma, cfg, rng))
-    fit = yield from iter_fit_plane(y, sigma, cfg, rng)
-    return fit.output()
 
 
 def iter_denoise_ntd(
@@ -432,7 +165,7 @@ def iter_denoise_ntd(
         cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
     )
     per_image = functools.partial(
-        _iter_image,
+        iter_image,
         cfg=cfg,
         device=dev,
         compute=compute,
@@ -455,110 +188,11 @@ def _conversion(dtype: np.dtype, preserve_range: bool) -> tuple[float, float]:
     return float(ends[1] - ends[0]), float(ends[0])
 
 
-def _iter_image(
-    img: np.ndarray,
-    seed: int,
-    *,
-    cfg: NTDConfig,
-    device: torch.device,
-    compute: np.dtype,
-    noise: _vst.NoiseModel,
-    tile_shape: tuple[int, ...] | None,
-    max_memory: int,
-) -> Generator[tuple[int, int], None, np.ndarray]:
-    """Denoise one ``(*spatial, C)`` image: noise model, sigma, centring, tiles.
-
-    Returns float64 ``(*spatial, C)``.
-    """
-    nd = img.ndim - 1
-    if cfg.method == "guided":
-        # float32 for every input: the pilot's and the kernel's rounding
-        # (~1e-7 relative) is far below any noise, and the small sums of the
-        # twicing and SURE run in float64 anyway (see _guided)
-        compute = np.dtype(np.float32)
-    if noise.kind != "gaussian":  # stabilise: noise ~ N(0, 1)
-        noise = noise.resolved(img, channel_axis=-1)
-        work = _vst.gat_forward(img, noise)
-        sig = 1.0
-    else:
-        work = img
-        sig = _estimate_sigma(img) if cfg.sigma is None else float(cfg.sigma)
-
-    center = robust_center(work)
-    if center is None:  # constant: nothing to filter
-        yield (1, 1)
-        return img.astype(np.float64)
-
-    itemsize = np.dtype(compute).itemsize
-    if cfg.method == "guided" and tile_shape is None:
-        side = _guided.GUIDED_TILE if nd == 2 else _guided.GUIDED_TILE_3D
-        side = max(side, _tiling.min_tile_side(cfg))  # large patches
-        tiles = tuple(min(side, n) for n in img.shape[:-1])
-        tiles = None if tiles == img.shape[:-1] else tiles
-    else:
-        tiles = _tiling.choose_tile_shape(
-            img.shape[:-1], img.shape[-1], cfg, itemsize, tile_shape, max_memory
-        )
-    piece = img.shape[:-1] if tiles is None else tiles
-    whole = 0
-    if cfg.method == "guided":  # the pilot and the channel groups are whole-image arrays
-        whole = _tiling.guided_image_bytes(img.shape[:-1], img.shape[-1], itemsize)
-    _tiling.check_memory(
-        piece, img.shape[-1], cfg, itemsize, max_memory, tile_shape is not None, extra=whole
-    )
-
-    # The filter is scale-invariant: extreme value ranges, whose patch products
-    # would over- or underflow, are brought to ~1 and the result scaled back.
-    spread = max(abs(float(work.max()) - center), abs(float(work.min()) - center))
-    scale = 1.0 if SAFE_SPREAD[0] <= spread <= SAFE_SPREAD[1] else spread
-    centred = work - center if scale == 1.0 else (work.astype(np.float64) - center) / scale
-    tdtype = torch.float64 if compute == np.float64 else torch.float32
-    rng = torch.Generator().manual_seed(int(seed))
-    core = iter_denoise_plane if nd == 2 else _stacks.iter_denoise_volume
-    if cfg.method == "guided" and cfg.n_iter == 0:  # t = 0: the pilot alone
-        steps = _pilot.PILOT_STEPS
-        (z,) = yield from _counted(
-            _pilot.iter_pilots([centred.astype(compute)], sig / scale), [0], steps
-        )
-        if sig <= 0:  # no pilot passes ran
-            yield (steps, steps)
-        out = z.astype(np.float64) * scale + center
-        return _vst.gat_inverse(out, noise) if noise.kind != "gaussian" else out
-    if cfg.method == "guided":  # pilot, perturbed pilot and probe as channel groups
-        sig_c = sig / scale
-        auto = cfg.n_iter == "auto"
-        eps = sure_eps(sig_c, spread / scale, float(np.finfo(compute).eps)) if auto else 0.0
-        probe = torch.randn(centred.shape, generator=rng, dtype=torch.float64).numpy()
-        steps = _pilot.PILOT_STEPS
-        total = steps + len(_guided.batches(img.shape[:-1], tiles, cfg, img.shape[-1]))
-        stack = yield from _counted(
-            _guided.iter_guided_stack(centred.astype(compute), sig_c, eps, probe.astype(compute)),
-            [0],
-            total,
-        )
-        y = torch.from_numpy(stack).to(device=device, dtype=tdtype)
-        y = y.permute(nd, *range(nd)).contiguous()
-        gen = _guided.iter_guided(y, sig_c, cfg, rng, eps=eps, tiles=tiles)
-        z = yield from _shifted(gen, steps)
-        out = z.permute(*range(1, nd + 1), 0).cpu().numpy().astype(np.float64) * scale + center
-        return _vst.gat_inverse(out, noise) if noise.kind != "gaussian" else out
-    y = torch.from_numpy(centred).to(device=device, dtype=tdtype)
-    y = y.permute(nd, *range(nd)).contiguous()
-    if tiles is None:
-        z = yield from core(y, sig / scale, cfg, rng)
-    else:
-        z = yield from _tiling.iter_tiled(y, sig / scale, cfg, rng, core, tiles)
-    out = z.permute(*range(1, nd + 1), 0).cpu().numpy().astype(np.float64) * scale + center
-    if noise.kind != "gaussian":
-        out = _vst.gat_inverse(out, noise)
-    return out
-
-
 def _dip_config(method, architecture, optimizer, input, width, lr):
     """The ``DIPConfig`` of ``method='dip'`` (validated), else ``None``."""
     if method != "dip":
         return None
-    from ._trainers import DIPConfig
+    from ._dip._trainers import DIPConfig
 
     return DIPConfig(
         architecture=architecture, optimizer=optimizer, input=input, width=width, lr=lr
@@ -770,7 +404,7 @@ def denoise_ntd(
     """
     if _dask.is_dask_array(image):  # lazy in, lazy out; every option passes through
         options = {k: v for k, v in locals().items() if k != "image"}
-        return _dask.denoise_dask(image, **options)
+        return _dask.denoise_dask(image, denoise=denoise_ntd, **options)
     gen = iter_denoise_ntd(
         image,
         sigma=sigma,

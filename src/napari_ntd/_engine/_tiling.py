@@ -23,8 +23,10 @@ import re
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-import numpy as np
 import torch
+
+from .._util._progress import nested_progress
+from .._util._tiles import plan_tiles, tile_weights
 
 __all__ = [
     "DEFAULT_MAX_MEMORY",
@@ -189,7 +191,7 @@ def tile_margin(patch_size: int) -> int:
 def method_margin(cfg: Any) -> int:
     """Half the tile overlap of ``cfg``'s method (shorter for the guided NTD)."""
     if cfg.method == "guided":
-        from ._guided import guided_margin
+        from .._ntk._guided import guided_margin
 
         return guided_margin(cfg.patch_size)
     return tile_margin(cfg.patch_size)
@@ -260,59 +262,6 @@ def choose_tile_shape(
     return shape
 
 
-def _axis_tiles(n: int, tile: int, overlap: int) -> list[slice]:
-    """Fewest tiles of size ``tile`` covering ``n`` with overlaps >= ``overlap``.
-
-    The tiles keep the requested size (their non-locality and column count;
-    shrinking 256 to 186 on a 512 axis cost 0.8 dB) and are spread evenly,
-    so overlaps may exceed ``overlap``.
-    """
-    if tile >= n:
-        return [slice(0, n)]
-    count = math.ceil((n - overlap) / (tile - overlap))
-    size = tile
-    starts = [round(i * (n - size) / (count - 1)) for i in range(count)]
-    return [slice(s0, s0 + size) for s0 in starts]
-
-
-def plan_tiles(
-    spatial_shape: Sequence[int], tile_shape: Sequence[int], margin: int
-) -> list[tuple[slice, ...]]:
-    """Tiles (tuples of slices, C order) of at most ``tile_shape`` covering the image."""
-    per_axis = [
-        _axis_tiles(n, t, 2 * margin) for n, t in zip(spatial_shape, tile_shape, strict=True)
-    ]
-    grid = np.meshgrid(*[np.arange(len(a)) for a in per_axis], indexing="ij")
-    return [
-        tuple(per_axis[ax][int(g.flat[i])] for ax, g in enumerate(grid))
-        for i in range(grid[0].size)
-    ]
-
-
-def _ramp(length: int, lo_edge: bool, hi_edge: bool, margin: int, dead: int) -> np.ndarray:
-    """1D weights: 0 for ``dead`` pixels at an inner edge, then a linear ramp to 1."""
-    e = np.arange(length, dtype=np.float64)
-    ramp_len = max(2 * margin - 2 * dead, 1)
-    w = np.ones(length)
-    if lo_edge:
-        w = np.minimum(w, np.clip((e + 0.5 - dead) / ramp_len, 0.0, 1.0))
-    if hi_edge:
-        w = np.minimum(w, np.clip((length - 1 - e + 0.5 - dead) / ramp_len, 0.0, 1.0))
-    return w
-
-
-def tile_weights(
-    tile: tuple[slice, ...], spatial_shape: Sequence[int], margin: int, patch_size: int
-) -> np.ndarray:
-    """Cross-fade weights of one tile (zero within ``patch_size // 2`` of inner edges)."""
-    dead = patch_size // 2
-    w = np.ones(())
-    for sl, n in zip(tile, spatial_shape, strict=True):
-        ramp = _ramp(sl.stop - sl.start, sl.start > 0, sl.stop < n, margin, dead)
-        w = np.multiply.outer(w, ramp)
-    return w
-
-
 def iter_tiled(
     y: torch.Tensor,
     sigma: float,
@@ -331,7 +280,6 @@ def iter_tiled(
     generator yielding ``(done, total)`` and returning the tile). Tiles run
     in C order and share ``rng``, so a seed fixes the whole result.
     """
-    from ._denoise import nested_progress
 
     spatial = tuple(y.shape[1:])
     margin = tile_margin(cfg.patch_size) if margin is None else int(margin)

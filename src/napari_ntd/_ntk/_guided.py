@@ -52,7 +52,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import _parallel, _pilot, _twicing
+from .._util import _parallel
+from .._util._tiles import plan_tiles, tile_weights
+from . import _pilot, _twicing
 from ._kernel import ntk_block, patch_matrix, patch_sq_norms
 from ._kernel3d import patches_at_3d
 from ._nystrom import _eig_tolerance
@@ -110,7 +112,7 @@ def iter_guided_stack(
 
 def guided_stack(centred: np.ndarray, sigma: float, eps: float, probe: np.ndarray) -> np.ndarray:
     """:func:`iter_guided_stack` run to its end."""
-    from ._progress import run_to_end
+    from .._util._progress import run_to_end
 
     return run_to_end(iter_guided_stack(centred, sigma, eps, probe))
 
@@ -312,7 +314,6 @@ def plan(
     spatial: Sequence[int], tiles: Sequence[int] | None, margin: int
 ) -> list[tuple[slice, ...]]:
     """The tiles of the guided method (one whole-image tile when ``tiles`` is None)."""
-    from ._tiling import plan_tiles
 
     if tiles is None:
         return [tuple(slice(0, n) for n in spatial)]
@@ -346,7 +347,6 @@ def iter_guided(
     (``total = len(batches(...))``); closing the generator cancels the tasks
     not yet started. Returns ``(C, *spatial)``.
     """
-    from ._tiling import tile_weights
 
     spatial = tuple(y.shape[1:])
     nch = y.shape[0] // _GROUPS

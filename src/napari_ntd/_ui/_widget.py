@@ -25,14 +25,9 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from ._denoise import (
-    GUIDED_PATCH_3D,
-    METHODS,
-    _estimate_sigma,
-    _prepare,
-    iter_denoise_ntd,
-    nested_progress,
-)
+from .._api import GUIDED_PATCH_3D, METHODS, _prepare, iter_denoise_ntd
+from .._engine._image import estimate_sigma as _estimate_sigma
+from .._util._progress import nested_progress
 
 if TYPE_CHECKING:
     import napari

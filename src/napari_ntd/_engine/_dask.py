@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -41,11 +42,11 @@ def _denoise_block(
     base_seed: int,
     out_dtype: np.dtype,
     has_channels: bool,
+    denoise: Callable[..., np.ndarray],
     options: dict[str, Any],
     block_info: dict | None = None,
 ) -> np.ndarray:
-    from ._denoise import denoise_ntd
-    from ._parallel import torch_threads
+    from .._util._parallel import torch_threads
 
     loc = block_info[0]["array-location"][:n_leading] if block_info else [(0, 0)] * n_leading
     out = np.empty(block.shape, dtype=out_dtype)
@@ -56,7 +57,7 @@ def _denoise_block(
         for idx in np.ndindex(*block.shape[:n_leading]):
             glob = tuple(i + start for i, (start, _) in zip(idx, loc, strict=True))
             k = int(np.ravel_multi_index(glob, lead_shape)) if n_leading else 0
-            out[idx] = denoise_ntd(
+            out[idx] = denoise(
                 block[idx],
                 channel_axis=-1 if has_channels else None,
                 seed=base_seed + k,
@@ -68,6 +69,7 @@ def _denoise_block(
 def denoise_dask(
     image: Any,
     *,
+    denoise: Callable[..., np.ndarray],
     channel_axis: int | None = None,
     spatial_dims: int = 2,
     seed: int | None = None,
@@ -76,13 +78,16 @@ def denoise_dask(
 ) -> Any:
     """Lazy :func:`napari_ntd.denoise_ntd` of a dask array (same options).
 
+    ``denoise`` is the numpy function each block calls (``denoise_ntd``,
+    passed down by the public API, which this layer does not import).
+
     ``progress`` is ignored (use :class:`dask.diagnostics.ProgressBar` or the
     distributed dashboard). Returns a dask array of the output dtype
     (float32 for float16/float32 input, float64 otherwise).
     """
     import dask.array as da
 
-    from ._denoise import check_layout
+    from .._util._checks import check_layout
 
     if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
@@ -103,6 +108,7 @@ def denoise_dask(
         base_seed=int(base_seed),
         out_dtype=out_dtype,
         has_channels=has_channels,
+        denoise=denoise,
         options={**options, "spatial_dims": spatial_dims},
     )
     # each block holds whole images (spatial chunks merged above): no overlap needed

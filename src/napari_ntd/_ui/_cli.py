@@ -20,7 +20,7 @@ def _demo(args: argparse.Namespace) -> int:
     from skimage import data, img_as_float
     from skimage.metrics import peak_signal_noise_ratio
 
-    from ._denoise import denoise_ntd
+    from .. import denoise_ntd
 
     clean = img_as_float(data.camera())
     if not args.full:
@@ -97,9 +97,8 @@ def _check_outputs(inputs: list[Path], outputs: list[Path], overwrite: bool) -> 
 def _denoise_files(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ._denoise import denoise_ntd
+    from .. import NoiseModel, denoise_ntd
     from ._io import TIFF_SUFFIXES, expand_inputs, read_image, to_dtype, write_image
-    from ._vst import NoiseModel
 
     inputs = expand_inputs(args.inputs)
     out = Path(args.output)

@@ -236,7 +236,7 @@ def iter_pilots(images: list[np.ndarray], sigma: float) -> Generator[None, None,
     single-threaded workers, one per core), then the Wiener passes. Yields
     ``None`` after each of the two rounds and returns the pilots.
     """
-    from ._parallel import submit_all
+    from .._util._parallel import submit_all
 
     if sigma <= 0:
         return [img.copy() for img in images]
@@ -265,7 +265,7 @@ PILOT_STEPS = 2
 
 def pilots(images: list[np.ndarray], sigma: float) -> list[np.ndarray]:
     """:func:`pilot` of several images of one shape, their passes run in parallel."""
-    from ._progress import run_to_end
+    from .._util._progress import run_to_end
 
     return run_to_end(iter_pilots(images, sigma))
 

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
-__all__ = ["make_reporter", "run_to_end"]
+__all__ = ["counted", "make_reporter", "nested_progress", "run_to_end", "shifted"]
 
 
 def run_to_end(gen: Generator[Any, None, Any], on_step: Callable[[Any], Any] | None = None) -> Any:
@@ -52,3 +52,34 @@ def make_reporter(
         yield lambda done, total: progress(done, total)
     else:
         raise TypeError(f"progress must be None, a bool or a callable, got {progress!r}")
+
+
+def counted(gen: Generator[None, None, Any], counter: list[int], total: int):
+    """Forward a stage generator's unit steps as ``(done, total)`` progress."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+        counter[0] += 1
+        yield (counter[0], total)
+
+
+def shifted(gen: Generator, offset: int):
+    """Forward ``(done, total)`` steps of ``gen`` after ``offset`` earlier ones."""
+    while True:
+        try:
+            done, total = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield (offset + done, offset + total)
+
+
+def nested_progress(gen: Generator, index: int, count: int):
+    """Run the ``index``-th of ``count`` equal sub-jobs, rescaling its progress."""
+    while True:
+        try:
+            done, total = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield (index * total + done, count * total)

@@ -1,0 +1,164 @@
+"""One image through the configured method: noise model, sigma, centring, tiles.
+
+:func:`iter_image` receives a float ``(*spatial, C)`` image (dtype rules and
+channels already handled by :mod:`napari_ntd._api`) and returns the float64
+result; stacks call it once per image (:mod:`._stacks`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Generator
+
+import numpy as np
+import torch
+
+from .._ntk import _guided, _pilot
+from .._ntk._plane import iter_denoise_plane, iter_denoise_volume, sure_eps
+from .._util._config import NTDConfig
+from .._util._progress import counted, shifted
+from . import _tiling, _vst
+
+__all__ = ["SAFE_SPREAD", "estimate_sigma", "iter_image", "robust_center"]
+
+#: Range of the centred image's largest deviation computed as is; outside it
+#: the image is rescaled to ~1 first (patch products would over/underflow).
+SAFE_SPREAD = (1e-6, 1e6)
+
+
+def robust_center(img: np.ndarray) -> float | None:
+    """The offset subtracted before the kernel; ``None`` for a constant image.
+
+    Appendix I centres [0, 1] images at 0.5; in general we use the middle of
+    the robust (0.5-99.5 percentile) range. The kernel is homogeneous, so only
+    the offset matters, not the scale.
+    """
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    if hi <= lo:  # (almost everywhere) constant image
+        lo, hi = img.min(), img.max()
+        if hi <= lo:
+            return None
+    return float(0.5 * (lo + hi))
+
+
+def estimate_sigma(img: np.ndarray) -> float:
+    """Gaussian noise std of a ``(*spatial, C)`` image (skimage's wavelet estimate,
+    averaged over channels; 0 when no channel gives a finite value)."""
+    from skimage.restoration import estimate_sigma as wavelet_sigma
+
+    multichannel = img.shape[-1] > 1
+    with warnings.catch_warnings():  # a constant channel: NaN and "mean of empty slice"
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sig = wavelet_sigma(
+            img if multichannel else img[..., 0], channel_axis=-1 if multichannel else None
+        )
+    sigmas = [s for s in np.atleast_1d(sig) if np.isfinite(s)]
+    return float(np.mean(sigmas)) if sigmas else 0.0
+
+
+def _core(cfg: NTDConfig, nd: int):
+    """The per-piece denoiser of the paper's methods and DIP (2D planes, 3D volumes)."""
+    if cfg.method == "dip":
+        from .._dip._trainers import iter_dip_plane
+
+        return iter_dip_plane
+    return iter_denoise_plane if nd == 2 else iter_denoise_volume
+
+
+def iter_image(
+    img: np.ndarray,
+    seed: int,
+    *,
+    cfg: NTDConfig,
+    device: torch.device,
+    compute: np.dtype,
+    noise: _vst.NoiseModel,
+    tile_shape: tuple[int, ...] | None,
+    max_memory: int,
+) -> Generator[tuple[int, int], None, np.ndarray]:
+    """Denoise one ``(*spatial, C)`` image: noise model, sigma, centring, tiles.
+
+    Returns float64 ``(*spatial, C)``.
+    """
+    nd = img.ndim - 1
+    if cfg.method == "guided":
+        # float32 for every input: the pilot's and the kernel's rounding
+        # (~1e-7 relative) is far below any noise, and the small sums of the
+        # twicing and SURE run in float64 anyway (see _guided)
+        compute = np.dtype(np.float32)
+    if noise.kind != "gaussian":  # stabilise: noise ~ N(0, 1)
+        noise = noise.resolved(img, channel_axis=-1)
+        work = _vst.gat_forward(img, noise)
+        sig = 1.0
+    else:
+        work = img
+        sig = estimate_sigma(img) if cfg.sigma is None else float(cfg.sigma)
+
+    center = robust_center(work)
+    if center is None:  # constant: nothing to filter
+        yield (1, 1)
+        return img.astype(np.float64)
+
+    itemsize = np.dtype(compute).itemsize
+    if cfg.method == "guided" and tile_shape is None:
+        side = _guided.GUIDED_TILE if nd == 2 else _guided.GUIDED_TILE_3D
+        side = max(side, _tiling.min_tile_side(cfg))  # large patches
+        tiles = tuple(min(side, n) for n in img.shape[:-1])
+        tiles = None if tiles == img.shape[:-1] else tiles
+    else:
+        tiles = _tiling.choose_tile_shape(
+            img.shape[:-1], img.shape[-1], cfg, itemsize, tile_shape, max_memory
+        )
+    piece = img.shape[:-1] if tiles is None else tiles
+    whole = 0
+    if cfg.method == "guided":  # the pilot and the channel groups are whole-image arrays
+        whole = _tiling.guided_image_bytes(img.shape[:-1], img.shape[-1], itemsize)
+    _tiling.check_memory(
+        piece, img.shape[-1], cfg, itemsize, max_memory, tile_shape is not None, extra=whole
+    )
+
+    # The filter is scale-invariant: extreme value ranges, whose patch products
+    # would over- or underflow, are brought to ~1 and the result scaled back.
+    spread = max(abs(float(work.max()) - center), abs(float(work.min()) - center))
+    scale = 1.0 if SAFE_SPREAD[0] <= spread <= SAFE_SPREAD[1] else spread
+    centred = work - center if scale == 1.0 else (work.astype(np.float64) - center) / scale
+    tdtype = torch.float64 if compute == np.float64 else torch.float32
+    rng = torch.Generator().manual_seed(int(seed))
+    core = _core(cfg, nd)
+    if cfg.method == "guided" and cfg.n_iter == 0:  # t = 0: the pilot alone
+        steps = _pilot.PILOT_STEPS
+        (z,) = yield from counted(
+            _pilot.iter_pilots([centred.astype(compute)], sig / scale), [0], steps
+        )
+        if sig <= 0:  # no pilot passes ran
+            yield (steps, steps)
+        out = z.astype(np.float64) * scale + center
+        return _vst.gat_inverse(out, noise) if noise.kind != "gaussian" else out
+    if cfg.method == "guided":  # pilot, perturbed pilot and probe as channel groups
+        sig_c = sig / scale
+        auto = cfg.n_iter == "auto"
+        eps = sure_eps(sig_c, spread / scale, float(np.finfo(compute).eps)) if auto else 0.0
+        probe = torch.randn(centred.shape, generator=rng, dtype=torch.float64).numpy()
+        steps = _pilot.PILOT_STEPS
+        total = steps + len(_guided.batches(img.shape[:-1], tiles, cfg, img.shape[-1]))
+        stack = yield from counted(
+            _guided.iter_guided_stack(centred.astype(compute), sig_c, eps, probe.astype(compute)),
+            [0],
+            total,
+        )
+        y = torch.from_numpy(stack).to(device=device, dtype=tdtype)
+        y = y.permute(nd, *range(nd)).contiguous()
+        gen = _guided.iter_guided(y, sig_c, cfg, rng, eps=eps, tiles=tiles)
+        z = yield from shifted(gen, steps)
+        out = z.permute(*range(1, nd + 1), 0).cpu().numpy().astype(np.float64) * scale + center
+        return _vst.gat_inverse(out, noise) if noise.kind != "gaussian" else out
+    y = torch.from_numpy(centred).to(device=device, dtype=tdtype)
+    y = y.permute(nd, *range(nd)).contiguous()
+    if tiles is None:
+        z = yield from core(y, sig / scale, cfg, rng)
+    else:
+        z = yield from _tiling.iter_tiled(y, sig / scale, cfg, rng, core, tiles)
+    out = z.permute(*range(1, nd + 1), 0).cpu().numpy().astype(np.float64) * scale + center
+    if noise.kind != "gaussian":
+        out = _vst.gat_inverse(out, noise)
+    return out
