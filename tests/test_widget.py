@@ -76,8 +76,8 @@ def test_widget_stack_slice_by_slice_and_current_slice(qtbot, viewer_widget, cle
     widget.image.value = layer
     widget.run_button.clicked.emit()
     widget._worker.yielded.connect(steps.append)
-    bar = []  # the napari progress bar's value events (what the activity dock shows)
-    widget._progress.events.value.connect(lambda e: bar.append(e.value))
+    bar = []  # the widget's own progress bar (percent)
+    widget.progress_bar.changed.connect(bar.append)
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     out = viewer.layers["stack denoised"]
     assert out.data.shape == stack.shape
@@ -87,8 +87,8 @@ def test_widget_stack_slice_by_slice_and_current_slice(qtbot, viewer_widget, cle
             psnr(truth[k], out.data[k], data_range=1) > psnr(truth[k], stack[k], data_range=1) + 2
         )
     assert steps and steps[-1][0] == steps[-1][1] and len(steps) >= 3  # per-slice progress
-    # the bar moves through several values up to the total (event order is not guaranteed)
-    assert len(set(bar)) >= 3 and max(bar) == steps[-1][1]
+    # the bar moves through several values up to 100 %
+    assert len(set(bar)) >= 3 and max(bar) == 100 == widget.progress_bar.value
 
     viewer.layers.remove(out)
     viewer.dims.set_point(0, 8.0)  # world z = 8 -> slice 2 with scale 4
@@ -146,11 +146,15 @@ def test_widget_in_place_and_restore(qtbot, viewer_widget, clean, noisy):
     widget.output.value = "in place"
     _run(qtbot, widget, layer)
     assert len(viewer.layers) == 1
-    assert layer.data.dtype == np.float64
-    assert psnr(clean, layer.data, data_range=1) > psnr(clean, original / 255, data_range=1) + 2
-    assert layer.contrast_limits[1] <= 1.5  # reset for the float result
+    assert layer.data.dtype == np.float32  # in the layer's units (0-255), not [0, 1]
+    assert psnr(clean * 255, layer.data, data_range=255) > psnr(
+        clean * 255, original.astype(float), data_range=255
+    ) + 2
+    assert 100 < layer.contrast_limits[1] <= 300
+    assert widget.restore_button.enabled and "in place" in widget.status.value
     widget.restore_button.clicked.emit()
     np.testing.assert_array_equal(layer.data, original)
+    assert not widget.restore_button.enabled  # nothing left to restore
 
 
 def test_widget_cancel_leaves_layer_unchanged(qtbot, viewer_widget):
@@ -294,5 +298,52 @@ def test_two_viewers_run_at_once_without_interference(qtbot, make_napari_viewer,
     qtbot.waitUntil(lambda: not any(w.running for _, w in widgets), timeout=120_000)
     for k, (viewer, _) in enumerate(widgets):
         out = viewer.layers[f"v{k} denoised"].data
-        solo = denoise_ntd(images[k], seed=k)
+        # the widget runs with the sigma it shows (the fit of the plane)
+        solo = denoise_ntd(images[k], seed=k, sigma=widgets[k][1].noise_estimate.sigma)
         np.testing.assert_allclose(out, solo, atol=1e-6)
+
+
+def _raw_counts(n=96, photons=20, seed=0):
+    """A raw camera frame: gain 2 ADU/e-, offset 100 ADU, read noise 6 ADU, uint16."""
+    clean = img_as_float(data.camera())[150 : 150 + n, 200 : 200 + n] * photons
+    rng = np.random.default_rng(seed)
+    raw = 2.0 * rng.poisson(clean) + 100 + 6.0 * rng.standard_normal(clean.shape)
+    return np.clip(np.round(raw), 0, 65535).astype(np.uint16), 2.0 * clean + 100
+
+
+def test_widget_raw_counts_fit_shown_before_run_and_units_kept(qtbot, viewer_widget):
+    viewer, widget = viewer_widget
+    raw, expected = _raw_counts()
+    layer = viewer.add_image(raw, name="raw")
+    widget.reset_choices()
+    widget.image.value = layer
+    # before Run: the fitted model, in the layer's units
+    assert "Poisson-Gaussian" in widget.noise_info.value and "ADU" in widget.noise_info.value
+    assert abs(widget.noise_estimate.gain - 2.0) < 0.4
+    assert not widget.sigma.enabled  # no Gaussian sigma for this model
+    widget.residual.value = True
+    _run(qtbot, widget, layer)
+    out = viewer.layers["raw denoised"].data
+    noise = viewer.layers["raw noise removed"].data
+    assert out.dtype == np.float32 and out.shape == raw.shape
+    assert abs(float(np.median(out)) - float(np.median(expected))) < 5  # counts, not [0, 1]
+    span = float(expected.max() - expected.min())
+    assert psnr(expected, out, data_range=span) > psnr(expected, raw.astype(float), data_range=span)
+    np.testing.assert_allclose(noise, raw.astype(np.float32) - out, atol=1e-3)
+    assert abs(float(noise.mean())) < 1.0  # only noise was taken
+    assert widget.progress_bar.value == 100
+
+
+def test_widget_status_and_buttons_follow_what_happened(qtbot, viewer_widget, noisy):
+    viewer, widget = viewer_widget
+    assert not widget.restore_button.enabled  # nothing to restore yet
+    tiny = viewer.add_image(np.random.default_rng(3).random((8, 8)), name="tiny")
+    _run(qtbot, widget, tiny)  # fails in the worker
+    assert widget.status.value.startswith("error")
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+    other = viewer.add_image(noisy, name="other")
+    widget.reset_choices()
+    widget.image.value = other
+    assert widget.status.value == ""  # no stale error for another layer
+    assert "Gaussian" in widget.noise_info.value
+    assert not widget.restore_button.enabled

@@ -5,7 +5,7 @@ Importing this package does not import napari or Qt.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._api import denoise_ntd, iter_denoise_ntd
+from ._api import METHODS, default_patch_size, denoise_ntd, iter_denoise_ntd
 from ._dip._trainers import DIPConfig, DIPTrainer
 from ._engine._noise_estimation import NoiseEstimate, estimate_noise
 from ._engine._vst import NoiseModel
@@ -16,11 +16,13 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "METHODS",
     "DIPConfig",
     "DIPTrainer",
     "NoiseEstimate",
     "NoiseModel",
     "__version__",
+    "default_patch_size",
     "denoise_ntd",
     "estimate_noise",
     "iter_denoise_ntd",

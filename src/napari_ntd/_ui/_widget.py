@@ -1,12 +1,16 @@
 """The napari widget: adapts an image layer to ``iter_denoise_ntd`` calls.
 
-No algorithm lives here: the widget picks the 2D planes of a layer (the
-current slice or every slice of a stack) or its 3D volumes (the last three
-axes, scope "3D volume"), runs ``iter_denoise_ntd`` on each
-in a ``thread_worker`` (a generator, so Cancel stops it between steps), and
-writes the result to a new layer or into the layer (keeping the original in
-``layer.metadata[ORIGINAL_KEY]`` for Restore). napari is imported lazily so
-that ``import napari_ntd`` does not import it.
+No algorithm lives here, and only the public API is used. The widget fits
+the noise of the current plane as soon as a layer is picked
+(:func:`napari_ntd.estimate_noise`: the model and its parameters, in the
+layer's units, are shown before Run and are what the run uses), runs
+``iter_denoise_ntd`` on the current slice, the whole stack (plane by plane)
+or the 3D volumes in a ``thread_worker`` (a generator, so Cancel stops it
+between steps) with a progress bar in the widget, and writes the result, in
+the layer's units (``preserve_range``; float32), to a new layer or into the
+layer (keeping the original in ``layer.metadata[ORIGINAL_KEY]`` for
+Restore), optionally with the noise it removed. napari is imported lazily
+so that ``import napari_ntd`` does not import it.
 """
 
 from __future__ import annotations
@@ -20,19 +24,20 @@ from magicgui.widgets import (
     Container,
     FloatSpinBox,
     Label,
+    ProgressBar,
     PushButton,
     SpinBox,
     create_widget,
 )
 
-from .._api import GUIDED_PATCH_3D, METHODS, _prepare, iter_denoise_ntd
-from .._engine._image import estimate_sigma as _estimate_sigma
-from .._util._progress import nested_progress
+from .. import METHODS, NoiseModel, default_patch_size, estimate_noise, iter_denoise_ntd
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["ORIGINAL_KEY", "DenoiseWidget", "layer_planes", "plane_sigma"]
+    from .. import NoiseEstimate
+
+__all__ = ["ORIGINAL_KEY", "DenoiseWidget"]
 
 #: ``layer.metadata`` key holding the data replaced by an in-place run.
 ORIGINAL_KEY = "napari_ntd_original"
@@ -46,6 +51,13 @@ _METHOD_LABELS = {
     "exact": "exact NTD (small images)",
     "dip": "DIP",
 }
+
+_NOISE_LABELS = [
+    ("auto (fitted)", "auto"),
+    ("Gaussian", "gaussian"),
+    ("Poisson", "poisson"),
+    ("Poisson–Gaussian", "poisson-gaussian"),
+]
 
 
 def _devices() -> list[tuple[str, str]]:
@@ -65,26 +77,6 @@ class _Failed:
         self.error = error
 
 
-def layer_planes(
-    data: Any, rgb: bool, index: tuple[int, ...] | None, spatial_dims: int = 2
-) -> tuple[list[tuple[int, ...]], int]:
-    """The leading-axis indices of the 2D planes (or 3D volumes) to denoise, and
-    the number of leading axes.
-
-    ``index=None``: every plane of the stack; else only that one.
-    """
-    n_lead = data.ndim - spatial_dims - rgb
-    if index is not None:
-        return [tuple(index)], n_lead
-    return [tuple(i) for i in np.ndindex(*data.shape[:n_lead])], n_lead
-
-
-def plane_sigma(plane: Any, rgb: bool, spatial_dims: int = 2) -> float:
-    """The noise estimate ``denoise_ntd(sigma=None)`` uses for one plane or volume."""
-    img, _, _ = _prepare(np.asarray(plane), -1 if rgb else None, False, spatial_dims)
-    return _estimate_sigma(img)
-
-
 class DenoiseWidget(Container):
     """Denoise an image layer with the neural tangent denoiser."""
 
@@ -92,33 +84,44 @@ class DenoiseWidget(Container):
         super().__init__()
         self._viewer = viewer
         self._worker = None
-        self._progress = None
         self._dims = 2
+        #: The noise fitted on the current plane of the selected layer (or None).
+        self.noise_estimate: NoiseEstimate | None = None
         self.image = create_widget(annotation="napari.layers.Image", label="image")
         methods = [m for m in METHODS if m in _METHOD_LABELS]
         self.method = ComboBox(
             label="method", choices=[(_METHOD_LABELS[m], m) for m in methods], value="guided"
         )
+        self.noise_model = ComboBox(label="noise", choices=_NOISE_LABELS, value="auto")
+        self.noise_info = Label(value="pick an image layer")
         self.sigma_auto = CheckBox(text="estimate sigma (shown below)", value=True)
-        self.sigma = FloatSpinBox(label="sigma", value=0.05, min=0.0, max=1e6, step=0.005)
+        self.sigma = FloatSpinBox(
+            label="sigma (layer units)", value=0.0, min=0.0, max=1e9, step=0.005
+        )
         self.sigma.enabled = False
         self.iter_auto = CheckBox(text="iterations by SURE", value=True)
         self.n_iter = SpinBox(label="iterations", value=50, min=0, max=100_000)
         self.n_iter.enabled = False
-        self.patch_size = SpinBox(label="patch size", value=11, min=1, max=31, step=2)
+        self.patch_size = SpinBox(label="patch size", value=default_patch_size(), min=1, max=31)
+        self.patch_size.step = 2
         self.device = ComboBox(label="device", choices=_devices(), value="auto")
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.scope = ComboBox(label="planes", choices=list(_SCOPES))
         self.output = ComboBox(label="output", choices=["new layer", "in place"])
+        self.residual = CheckBox(text="also add the noise removed (input − output)", value=False)
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel")
         self.cancel_button.enabled = False
         self.restore_button = PushButton(text="Restore original")
+        self.restore_button.enabled = False
+        self.progress_bar = ProgressBar(label="progress", value=0, min=0, max=100)
         self.status = Label(value="")
         self.extend(
             [
                 self.image,
                 self.method,
+                self.noise_model,
+                self.noise_info,
                 self.sigma_auto,
                 self.sigma,
                 self.iter_auto,
@@ -128,19 +131,24 @@ class DenoiseWidget(Container):
                 self.seed,
                 self.scope,
                 self.output,
+                self.residual,
                 self.run_button,
                 self.cancel_button,
                 self.restore_button,
+                self.progress_bar,
                 self.status,
             ]
         )
         self.sigma_auto.changed.connect(self._on_sigma_auto)
-        self.image.changed.connect(self._show_estimate)
+        self.noise_model.changed.connect(self._refresh_noise)
+        self.image.changed.connect(self._on_layer)
         self.iter_auto.changed.connect(lambda v: setattr(self.n_iter, "enabled", not v))
         self.scope.changed.connect(self._on_scope)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.restore_button.changed.connect(self.restore)
+        viewer.dims.events.current_step.connect(self._on_slice)
+        self._on_layer()
 
     # -- state ----------------------------------------------------------------
 
@@ -154,109 +162,165 @@ class DenoiseWidget(Container):
         """3 when the scope is ``"3D volume"`` (the last three axes), else 2."""
         return _SCOPES[self.scope.value]
 
+    def _data(self, layer: Any) -> Any:
+        return layer.data[0] if layer.multiscale else layer.data
+
+    def _n_lead(self, layer: Any, spatial_dims: int | None = None) -> int:
+        nd = self.spatial_dims if spatial_dims is None else spatial_dims
+        return self._data(layer).ndim - nd - layer.rgb
+
+    def _on_layer(self, *_: Any) -> None:
+        if not self.running:
+            self.status.value = ""
+            self.progress_bar.value = 0
+        self._update_restore()
+        self._fit_noise()
+
+    def _on_slice(self, *_: Any) -> None:
+        layer = self.image.value
+        if layer is not None and self._n_lead(layer, 2) > 0:
+            self._fit_noise()
+
     def _on_scope(self, scope: str) -> None:
         """Swap the patch-size default when the dimension changes (11 in 2D, 5 in 3D)."""
-        defaults = {2: 11, 3: GUIDED_PATCH_3D}
+        method = self.method.value
         new = _SCOPES[scope]
-        if new != self._dims and self.patch_size.value == defaults[self._dims]:
-            self.patch_size.value = defaults[new]
+        if new != self._dims and self.patch_size.value == default_patch_size(method, self._dims):
+            self.patch_size.value = default_patch_size(method, new)
         self._dims = new
-        self._show_estimate()
-
-    def _options(self, layer: Any) -> dict[str, Any]:
-        return {
-            "spatial_dims": self.spatial_dims,
-            "sigma": None if self.sigma_auto.value else float(self.sigma.value),
-            "method": self.method.value,
-            "n_iter": "auto" if self.iter_auto.value else int(self.n_iter.value),
-            "channel_axis": -1 if layer.rgb else None,
-            "patch_size": int(self.patch_size.value),
-            "device": None if self.device.value == "auto" else self.device.value,
-            "seed": int(self.seed.value),
-        }
 
     def _on_sigma_auto(self, auto: bool) -> None:
-        self.sigma.enabled = not auto
-        if auto:
-            self._show_estimate()
+        self._refresh_noise()
 
-    def _show_estimate(self, *_: Any) -> None:
-        """Put the sigma estimate of the current plane in the (disabled) sigma box."""
+    def _update_restore(self) -> None:
         layer = self.image.value
-        if not self.sigma_auto.value or layer is None:
-            return
-        data = layer.data[0] if layer.multiscale else layer.data
-        n_lead = data.ndim - self.spatial_dims - layer.rgb
-        if n_lead < 0:
-            return
-        plane = self._current_index(layer, n_lead) if n_lead else ()
-        try:
-            self.sigma.value = round(plane_sigma(data[plane], layer.rgb, self.spatial_dims), 4)
-        except (ValueError, TypeError, NotImplementedError):
-            return  # the run reports the problem
+        self.restore_button.enabled = (
+            layer is not None and ORIGINAL_KEY in layer.metadata and not self.running
+        )
 
     def _current_index(self, layer: Any, n_lead: int) -> tuple[int, ...]:
         pos = layer.world_to_data(self._viewer.dims.point)
         idx = np.round(np.asarray(pos)[:n_lead]).astype(int)
         return tuple(int(np.clip(i, 0, s - 1)) for i, s in zip(idx, layer.data.shape, strict=False))
 
+    def _fit_noise(self) -> None:
+        """Fit the noise of the current 2D plane and show it (before any run)."""
+        layer = self.image.value
+        self.noise_estimate = None
+        if layer is None:
+            self.noise_info.value = "pick an image layer"
+            self._refresh_noise()
+            return
+        n_lead = self._n_lead(layer, 2)
+        if n_lead < 0:
+            self.noise_info.value = f"not an image (shape {self._data(layer).shape})"
+            self._refresh_noise()
+            return
+        plane = self._data(layer)[self._current_index(layer, n_lead) if n_lead else ()]
+        try:
+            self.noise_estimate = estimate_noise(
+                np.asarray(plane), channel_axis=-1 if layer.rgb else None
+            )
+            self.noise_info.value = f"fit: {self.noise_estimate}"
+        except (ValueError, TypeError) as err:
+            self.noise_info.value = f"no fit: {err}"
+        self._refresh_noise()
+
+    def _refresh_noise(self, *_: Any) -> None:
+        """Sigma box state from the noise choice: Gaussian only, the fitted value when auto."""
+        gaussian = self._effective_kind() == "gaussian"
+        self.sigma_auto.enabled = gaussian
+        self.sigma.enabled = gaussian and not self.sigma_auto.value
+        est = self.noise_estimate
+        if gaussian and self.sigma_auto.value and est is not None and est.kind == "gaussian":
+            self.sigma.value = float(est.sigma)
+
+    def _effective_kind(self) -> str:
+        choice = self.noise_model.value
+        if choice != "auto":
+            return choice
+        est = self.noise_estimate
+        return "gaussian" if est is None else est.kind
+
+    def _noise_options(self) -> dict[str, Any]:
+        """``noise_model`` and ``sigma`` for the library, in the layer's units."""
+        choice, est = self.noise_model.value, self.noise_estimate
+        fitted = est is not None and est.kind == "poisson-gaussian"
+        kind = self._effective_kind()
+        if kind == "gaussian":
+            if not self.sigma_auto.value:
+                return {"noise_model": "gaussian", "sigma": float(self.sigma.value)}
+            if est is not None and est.kind == "gaussian":
+                return {"noise_model": "gaussian", "sigma": float(est.sigma)}
+            return {"noise_model": "gaussian", "sigma": None}  # estimated per plane
+        if choice == "auto" or (kind == "poisson-gaussian" and fitted):
+            return {"noise_model": est, "sigma": None}
+        if kind == "poisson" and fitted:
+            model = NoiseModel("poisson", gain=float(est.gain), offset=float(est.offset))
+            return {"noise_model": model, "sigma": None}
+        return {"noise_model": kind, "sigma": None}  # fitted by the library
+
+    def _options(self, layer: Any) -> dict[str, Any]:
+        return {
+            "spatial_dims": self.spatial_dims,
+            "method": self.method.value,
+            "n_iter": "auto" if self.iter_auto.value else int(self.n_iter.value),
+            "channel_axis": -1 if layer.rgb else None,
+            "patch_size": int(self.patch_size.value),
+            "device": None if self.device.value == "auto" else self.device.value,
+            "seed": int(self.seed.value),
+            "preserve_range": True,  # the layer's units
+            **self._noise_options(),
+        }
+
     # -- actions --------------------------------------------------------------
 
     def run(self) -> None:
         """Start denoising the selected layer in a worker thread."""
         from napari.qt.threading import thread_worker
-        from napari.utils import progress
-        from napari.utils.notifications import show_error
 
         layer = self.image.value
         if layer is None:
-            show_error("napari-ntd: select an image layer to denoise")
+            self._fail("select an image layer to denoise")
             return
         if self.running:
             return
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = self._data(layer)
         nd = self.spatial_dims
-        n_lead = data.ndim - nd - layer.rgb
+        n_lead = self._n_lead(layer)
         if n_lead < 0:
             kind = "a 2D image" if nd == 2 else "a 3D volume"
-            show_error(f"napari-ntd: layer {layer.name!r} is not {kind} (shape {data.shape})")
+            self._fail(f"layer {layer.name!r} is not {kind} (shape {data.shape})")
             return
         if layer.multiscale and self.output.value == "in place":
-            show_error("napari-ntd: in-place output is not supported for multiscale layers")
+            self._fail("in-place output is not supported for multiscale layers")
             return
         index = None
         if self.scope.value == "current slice" and n_lead > 0:
             index = self._current_index(layer, n_lead)
-        planes, _ = layer_planes(data, layer.rgb, index, nd)
+        source = np.asarray(data if index is None else data[index])
         options = self._options(layer)
-        if options["sigma"] is None:  # show the estimate (each plane uses its own)
-            try:
-                self.sigma.value = round(plane_sigma(data[planes[0]], layer.rgb, nd), 4)
-            except (ValueError, TypeError, NotImplementedError) as err:
-                show_error(f"napari-ntd: {err}")
-                return
 
         @thread_worker(ignore_errors=True)
         def job():
-            results = []
             try:
-                for i, plane in enumerate(planes):
-                    gen = iter_denoise_ntd(np.asarray(data[plane]), **options)
-                    results.append((yield from nested_progress(gen, i, len(planes))))
+                result = yield from iter_denoise_ntd(source, **options)
             except Exception as err:  # one clean notification, no traceback dialog
                 return _Failed(err)
-            return results
+            return result
 
         worker = job()
         self._worker = worker
-        self._progress = progress(total=0, desc=f"napari-ntd: {layer.name}")
         worker.yielded.connect(self._on_step)
-        worker.returned.connect(lambda res: self._on_done(layer, data, planes, index, res, nd))
+        worker.returned.connect(lambda res: self._on_done(layer, data, source, index, res))
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self.run_button.enabled = False
         self.cancel_button.enabled = True
-        self.status.value = f"denoising {len(planes)} {'plane' if nd == 2 else 'volume'}(s)…"
+        self.restore_button.enabled = False
+        self.progress_bar.value = 0
+        what = "slice" if index is not None or n_lead == 0 else "stack"
+        self.status.value = f"denoising {layer.name} ({what})…"
         worker.start()
 
     def cancel(self) -> None:
@@ -267,63 +331,62 @@ class DenoiseWidget(Container):
 
     def restore(self) -> None:
         """Put back the data replaced by the last in-place run of the selected layer."""
-        from napari.utils.notifications import show_info
-
         layer = self.image.value
         if layer is None or ORIGINAL_KEY not in layer.metadata:
-            show_info("napari-ntd: nothing to restore for this layer")
+            self._update_restore()
             return
         layer.data = layer.metadata.pop(ORIGINAL_KEY)
         layer.reset_contrast_limits()
         self.status.value = f"restored {layer.name}"
+        self._update_restore()
+        self._fit_noise()
 
     # -- worker callbacks (main thread) ----------------------------------------
 
+    def _fail(self, message: str) -> None:
+        from napari.utils.notifications import show_error
+
+        show_error(f"napari-ntd: {message}")
+        self.status.value = f"error: {message}"
+
     def _on_step(self, step: tuple[int, int]) -> None:
         done, total = step
-        if self._progress is not None:
-            if self._progress.total != total:
-                self._progress.total = total
-            self._progress.update(done - self._progress.n)  # emits the bar's value event
+        self.progress_bar.value = int(round(100 * done / max(total, 1)))
 
-    def _on_done(self, layer, data, planes, index, results, nd=2) -> None:
-        if isinstance(results, _Failed):
-            self._on_error(results.error)
+    def _on_done(self, layer, data, source, index, result) -> None:
+        if isinstance(result, _Failed):
+            self._fail(str(result.error))
             return
-        n_lead = data.ndim - nd - layer.rgb
+        out = np.asarray(result, dtype=np.float32)
         meta = {"scale": layer.scale, "translate": layer.translate, "units": layer.units}
+        n_lead = self._n_lead(layer)
+        if index is not None:  # one slice: a 2D layer placed on the layer's spatial axes
+            meta = {k: tuple(v)[n_lead:] for k, v in meta.items()}
+        noise = source.astype(np.float32) - out if self.residual.value else None
+        self.progress_bar.value = 100
         if self.output.value == "in place":
-            new = np.array(data, dtype=np.result_type(results[0].dtype, np.float32))
-            for plane, res in zip(planes, results, strict=True):
-                new[plane] = res
+            new = np.array(data, dtype=np.float32)
+            new[() if index is None else index] = out
             layer.metadata.setdefault(ORIGINAL_KEY, layer.data)
             layer.data = new
             layer.reset_contrast_limits()
             self.status.value = f"denoised {layer.name} in place (Restore to undo)"
-            return
-        if index is None:
-            out = np.stack(results).reshape(data.shape) if n_lead else results[0]
-        else:  # one slice: a 2D layer placed on the layer's spatial axes
-            out = results[0]
-            meta = {k: tuple(v)[n_lead:] for k, v in meta.items()}
-        self._viewer.add_image(
-            out, name=f"{layer.name} denoised", rgb=layer.rgb, colormap=layer.colormap, **meta
-        )
-        self.status.value = f"added {layer.name} denoised"
-
-    def _on_error(self, exc: Exception) -> None:
-        from napari.utils.notifications import show_error
-
-        show_error(f"napari-ntd: {exc}")
-        self.status.value = f"error: {exc}"
+        else:
+            self._viewer.add_image(
+                out, name=f"{layer.name} denoised", rgb=layer.rgb, colormap=layer.colormap, **meta
+            )
+            self.status.value = f"added {layer.name} denoised"
+        if noise is not None:
+            self._viewer.add_image(
+                noise, name=f"{layer.name} noise removed", rgb=layer.rgb, colormap="gray", **meta
+            )
 
     def _on_aborted(self) -> None:
         self.status.value = "cancelled; layer unchanged"
+        self.progress_bar.value = 0
 
     def _on_finished(self) -> None:
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
         self._worker = None
         self.run_button.enabled = True
         self.cancel_button.enabled = False
+        self._update_restore()
