@@ -147,9 +147,10 @@ def test_widget_in_place_and_restore(qtbot, viewer_widget, clean, noisy):
     _run(qtbot, widget, layer)
     assert len(viewer.layers) == 1
     assert layer.data.dtype == np.float32  # in the layer's units (0-255), not [0, 1]
-    assert psnr(clean * 255, layer.data, data_range=255) > psnr(
-        clean * 255, original.astype(float), data_range=255
-    ) + 2
+    assert (
+        psnr(clean * 255, layer.data, data_range=255)
+        > psnr(clean * 255, original.astype(float), data_range=255) + 2
+    )
     assert 100 < layer.contrast_limits[1] <= 300
     assert widget.restore_button.enabled and "in place" in widget.status.value
     widget.restore_button.clicked.emit()

@@ -56,7 +56,7 @@ _NOISE_LABELS = [
     ("auto (fitted)", "auto"),
     ("Gaussian", "gaussian"),
     ("Poisson", "poisson"),
-    ("Poisson–Gaussian", "poisson-gaussian"),
+    ("Poisson-Gaussian", "poisson-gaussian"),
 ]
 
 
@@ -108,7 +108,7 @@ class DenoiseWidget(Container):
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.scope = ComboBox(label="planes", choices=list(_SCOPES))
         self.output = ComboBox(label="output", choices=["new layer", "in place"])
-        self.residual = CheckBox(text="also add the noise removed (input − output)", value=False)
+        self.residual = CheckBox(text="also add the noise removed (input - output)", value=False)
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel")
         self.cancel_button.enabled = False
@@ -351,7 +351,7 @@ class DenoiseWidget(Container):
 
     def _on_step(self, step: tuple[int, int]) -> None:
         done, total = step
-        self.progress_bar.value = int(round(100 * done / max(total, 1)))
+        self.progress_bar.value = round(100 * done / max(total, 1))
 
     def _on_done(self, layer, data, source, index, result) -> None:
         if isinstance(result, _Failed):
