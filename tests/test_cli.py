@@ -102,3 +102,47 @@ def test_failures_exit_nonzero_without_partial_files(tmp_path, capsys):
 def test_demo_subcommand_still_there():
     args = build_parser().parse_args(["demo", "--sigma", "10"])
     assert args.command == "demo" and args.sigma == 10
+
+
+def test_options_are_checked_before_any_file_is_read(tmp_path, capsys):
+    """A usage error is reported once, even for inputs that do not exist."""
+    missing = [str(tmp_path / f"nope{i}.tif") for i in range(3)]
+    status = main(["denoise", *missing, str(tmp_path / "out"), "--sigma", "-1"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("error:") == 1 and "sigma" in err
+    assert "nope" not in err
+
+
+def test_several_inputs_and_a_single_file_output_is_a_usage_error(tiff, tmp_path, capsys):
+    first = tiff[0]
+    other = tmp_path / "b.tif"
+    other.write_bytes(first.read_bytes())
+    status = main(["denoise", str(first), str(other), str(tmp_path / "out.tif")])
+    err = capsys.readouterr().err
+    assert status == 2 and "single file" in err and err.count("error:") == 1
+    assert not (tmp_path / "out.tif").exists()
+
+
+@pytest.mark.parametrize("argv", [["--n-iter", "many"], ["--n-columns", "x"], ["--tile", "a"]])
+def test_bad_values_name_the_option_not_a_function(tiff, tmp_path, capsys, argv):
+    with pytest.raises(SystemExit) as stop:
+        main(["denoise", str(tiff[0]), str(tmp_path / "o.tif"), *argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and argv[0] in err and "invalid" in err
+    assert "_n_iter" not in err and "_columns" not in err and "_tile" not in err
+
+
+def test_raw_counts_keep_their_units_with_the_fitted_model(tmp_path):
+    from skimage import data, img_as_float
+
+    clean = img_as_float(data.camera())[200:296, 200:296] * 20
+    rng = np.random.default_rng(0)
+    raw = np.clip(
+        np.round(2 * rng.poisson(clean) + 100 + 6 * rng.standard_normal(clean.shape)), 0, 65535
+    )
+    src = tmp_path / "raw.tif"
+    tifffile.imwrite(src, raw.astype(np.uint16))
+    out = tmp_path / "den.tif"
+    assert main(["denoise", str(src), str(out), "--quiet", "--seed", "0"]) == 0
+    den = tifffile.imread(out)
+    assert den.dtype == np.float32 and abs(float(np.median(den)) - np.median(2 * clean + 100)) < 5

@@ -5,7 +5,15 @@ Importing this package does not import napari or Qt.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._api import METHODS, default_patch_size, denoise_ntd, iter_denoise_ntd
+from ._api import (
+    METHODS,
+    check_options,
+    default_patch_size,
+    denoise_dip,
+    denoise_ntd,
+    iter_denoise_dip,
+    iter_denoise_ntd,
+)
 from ._dip._trainers import DIPConfig, DIPTrainer
 from ._engine._noise_estimation import NoiseEstimate, estimate_noise
 from ._engine._vst import NoiseModel
@@ -22,8 +30,11 @@ __all__ = [
     "NoiseEstimate",
     "NoiseModel",
     "__version__",
+    "check_options",
     "default_patch_size",
+    "denoise_dip",
     "denoise_ntd",
     "estimate_noise",
+    "iter_denoise_dip",
     "iter_denoise_ntd",
 ]

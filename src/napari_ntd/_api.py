@@ -9,8 +9,11 @@ SURE, pilot, guided method; :mod:`napari_ntd._dip`: trainers).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import warnings
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +26,11 @@ from ._util._config import METHODS, NTDConfig
 from ._util._progress import make_reporter, run_to_end
 
 __all__ = [
+    "DIP_KEYWORDS",
+    "METHOD_OPTIONS",
+    "check_options",
+    "denoise_dip",
+    "iter_denoise_dip",
     "EXACT_MAX_PIXELS",
     "GUIDED_PATCH_3D",
     "METHODS",
@@ -90,40 +98,96 @@ def _prepare(
     return np.ascontiguousarray(arr), out_dtype, compute
 
 
-def iter_denoise_ntd(
-    image: Any,
-    *,
-    sigma: float | None = None,
-    method: str | None = None,
-    n_iter: int | str = "auto",
-    channel_axis: int | None = None,
-    patch_size: int | None = None,
-    n_columns: float | int = 0.02,
-    rank: int | None = 256,
-    device: str | torch.device | None = None,
-    seed: int | None = None,
-    preserve_range: bool = False,
-    block_pixels: int = 4096,
-    tile_shape: int | tuple[int, ...] | None = None,
-    max_memory: int | str | None = None,
-    noise_model: str | _vst.NoiseModel = "auto",
-    spatial_dims: int = 2,
-    architecture: str = "unet",
-    optimizer: str = "adam",
-    input: str = "image",
-    width: int | None = None,
-    lr: float | None = None,
-) -> Generator[tuple[int, int], None, np.ndarray]:
-    """Step-wise :func:`denoise_ntd`: yields ``(done, total)`` and returns the result.
+def _conversion(dtype: np.dtype, preserve_range: bool) -> tuple[float, float]:
+    """``(scale, shift)`` of the conversion ``raw -> scale * raw + shift`` of ``_prepare``."""
+    from skimage.util import img_as_float
 
-    Same parameters as :func:`denoise_ntd` (without ``progress``). Use it to
-    drive the denoiser from an event loop or worker thread and stop between
-    steps: ``result = yield from iter_denoise_ntd(image)``, or iterate and
-    read ``StopIteration.value``. Closing the generator early leaves the
-    input untouched and returns nothing.
-    """
-    if method is None:  # the best method for the data
-        method = "guided"
+    if dtype.kind not in "biu" or preserve_range:
+        return 1.0, 0.0
+    ends = img_as_float(np.array([0, 1], dtype=dtype))
+    return float(ends[1] - ends[0]), float(ends[0])
+
+
+def _finish(out: np.ndarray, out_dtype: np.dtype, channel_axis: int | None) -> np.ndarray:
+    out = out.astype(out_dtype, copy=False)
+    if channel_axis is None:
+        return out[..., 0]
+    return np.moveaxis(out, -1, channel_axis)
+
+
+class _Default:
+    """A keyword default that tells "not given" apart (shown as its value in help())."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def _value(x: Any) -> Any:
+    return x.value if isinstance(x, _Default) else x
+
+
+#: Keywords only some closed-form methods read (the others raise if given).
+METHOD_OPTIONS = {
+    "guided": ("n_columns", "rank"),
+    "nystrom": ("n_columns", "rank", "block_pixels"),
+    "exact": (),
+}
+
+#: Keywords of the deprecated ``denoise_ntd(method='dip', ...)`` (now ``DIPConfig``).
+DIP_KEYWORDS = ("architecture", "optimizer", "input", "width", "lr")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Validated options of one run, before any image is read."""
+
+    cfg: NTDConfig
+    noise: _vst.NoiseModel | None  # None: 'auto', fitted on the image
+    budget: int
+    tile_shape: tuple[int, ...] | None
+    device: torch.device
+    spatial_dims: int
+
+
+def _plan(
+    *,
+    method: str,
+    sigma: float | None,
+    n_iter: int | str,
+    patch_size: int | None,
+    n_columns: Any,
+    rank: Any,
+    block_pixels: Any,
+    device: str | torch.device | None,
+    seed: int | None,
+    tile_shape: int | tuple[int, ...] | None,
+    max_memory: int | str | None,
+    noise_model: Any,
+    spatial_dims: int,
+    dip: Any = None,
+) -> _Plan:
+    if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    if method != "dip":
+        if method not in METHOD_OPTIONS:
+            raise ValueError(
+                f"unknown method {method!r}; expected one of {tuple(METHOD_OPTIONS)} "
+                "(or denoise_dip to train a network)"
+            )
+        given = {"n_columns": n_columns, "rank": rank, "block_pixels": block_pixels}
+        unused = [k for k, v in given.items() if not isinstance(v, _Default)]
+        unused = [k for k in unused if k not in METHOD_OPTIONS[method]]
+        if unused:
+            users = [m for m, opts in METHOD_OPTIONS.items() if unused[0] in opts]
+            raise TypeError(
+                f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to "
+                f"method={method!r} (used by {', '.join(map(repr, users))})"
+            )
     if patch_size is None:
         patch_size = default_patch_size(method, spatial_dims)
     cfg = NTDConfig(
@@ -131,22 +195,20 @@ def iter_denoise_ntd(
         sigma=sigma,
         n_iter=n_iter,
         patch_size=patch_size,
-        n_columns=n_columns,
-        rank=rank,
-        block_pixels=block_pixels,
+        n_columns=_value(n_columns),
+        rank=_value(rank),
+        block_pixels=_value(block_pixels),
         seed=seed,
-        dip=_dip_config(method, architecture, optimizer, input, width, lr),
+        dip=dip,
     )
-    if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
     if spatial_dims == 3 and cfg.method not in ("nystrom", "guided"):
         raise NotImplementedError(
             "spatial_dims=3 (r x r x r patches) supports method='guided' or 'nystrom' only, "
             f"got {cfg.method!r}"
         )
     auto = isinstance(noise_model, str) and noise_model == "auto"
-    noise = _vst.NoiseModel() if auto else _vst.as_noise_model(noise_model)
-    if noise.kind != "gaussian" and cfg.sigma is not None:
+    noise = None if auto else _vst.as_noise_model(noise_model)
+    if noise is not None and noise.kind != "gaussian" and cfg.sigma is not None:
         raise ValueError(
             f"sigma applies to the Gaussian noise model; with noise_model={noise.kind!r} the "
             "noise is stabilised to sigma = 1 (set gain/offset/read_noise instead)"
@@ -154,11 +216,63 @@ def iter_denoise_ntd(
     budget = _tiling.parse_memory(max_memory)
     if tile_shape is not None:
         tile_shape = _tiling.normalize_tile_shape(tile_shape, spatial_dims, cfg)
+    return _Plan(cfg, noise, budget, tile_shape, resolve_device(device), spatial_dims)
+
+
+def check_options(**options: Any) -> None:
+    """Raise the error :func:`denoise_ntd` would raise for these keyword options.
+
+    For front-ends that validate once, before reading any data (the command
+    line): everything that does not depend on the image is checked (method,
+    sigma, n_iter, patch_size, n_columns, rank, block_pixels, device, seed,
+    tile_shape, max_memory, noise_model, spatial_dims and which keywords apply
+    to the method).
+
+    Examples
+    --------
+    >>> check_options(method="exact", n_columns=100)
+    Traceback (most recent call last):
+    ...
+    TypeError: n_columns does not apply to method='exact' (used by 'guided', 'nystrom')
+    """
+    ignored = {"channel_axis", "preserve_range", "progress"}
+    known = set(_PLAN_KEYS) | ignored
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"unknown option(s) {', '.join(unknown)}")
+    kwargs = {k: options.get(k, v) for k, v in _PLAN_KEYS.items()}
+    kwargs["method"] = "guided" if kwargs["method"] is None else kwargs["method"]
+    _plan(**kwargs)
+
+
+_PLAN_KEYS = {
+    "method": None,
+    "sigma": None,
+    "n_iter": "auto",
+    "patch_size": None,
+    "n_columns": _Default(0.02),
+    "rank": _Default(256),
+    "block_pixels": _Default(4096),
+    "device": None,
+    "seed": None,
+    "tile_shape": None,
+    "max_memory": None,
+    "noise_model": "auto",
+    "spatial_dims": 2,
+}
+
+
+def _run(
+    image: Any, plan: _Plan, channel_axis: int | None, preserve_range: bool
+) -> Generator[tuple[int, int], None, np.ndarray]:
+    """Denoise ``image`` with a validated plan: dtype rules, noise model, stack."""
+    cfg, spatial_dims, tile_shape = plan.cfg, plan.spatial_dims, plan.tile_shape
     img, out_dtype, compute = _prepare(image, channel_axis, preserve_range, spatial_dims)
-    if auto:  # fitted on the raw input (its units, its rounding), all planes together
+    noise = plan.noise
+    if noise is None:  # 'auto': fitted on the raw input (its units, its rounding), all planes
         noise = _vst.resolve_auto(np.asarray(image), channel_axis, spatial_dims, cfg.sigma)
     noise = noise.converted(*_conversion(np.asarray(image).dtype, preserve_range))
-    dev = resolve_device(device)
+    dev, budget = plan.device, plan.budget
     spatial = img.shape[-1 - spatial_dims : -1]
     if min(spatial[-2:]) < cfg.patch_size:  # a volume may be thinner than the patch in z
         if channel_axis is None and img.ndim - 1 > spatial_dims and img.shape[-2] <= 4:
@@ -195,32 +309,196 @@ def iter_denoise_ntd(
     return _finish(out, out_dtype, channel_axis)
 
 
-def _conversion(dtype: np.dtype, preserve_range: bool) -> tuple[float, float]:
-    """``(scale, shift)`` of the conversion ``raw -> scale * raw + shift`` of ``_prepare``."""
-    from skimage.util import img_as_float
-
-    if dtype.kind not in "biu" or preserve_range:
-        return 1.0, 0.0
-    ends = img_as_float(np.array([0, 1], dtype=dtype))
-    return float(ends[1] - ends[0]), float(ends[0])
-
-
-def _dip_config(method, architecture, optimizer, input, width, lr):
-    """The ``DIPConfig`` of ``method='dip'`` (validated), else ``None``."""
+def _dip_from_keywords(method: str | None, dip_keywords: dict[str, Any], stacklevel: int):
+    """The deprecated ``method='dip'`` spelling -> a ``DIPConfig`` (else raise for stray keys)."""
+    if method is not None and method != "dip" and method not in METHOD_OPTIONS:
+        raise ValueError(
+            f"unknown method {method!r}; expected one of {tuple(METHOD_OPTIONS)} "
+            "(or denoise_dip to train a network)"
+        )
+    given = {k: v for k, v in dip_keywords.items() if v is not None}
     if method != "dip":
+        if given:
+            raise TypeError(
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to the DIP "
+                "trainers: use denoise_dip(image, config=DIPConfig(...))"
+            )
         return None
     from ._dip._trainers import DIPConfig
 
-    return DIPConfig(
-        architecture=architecture, optimizer=optimizer, input=input, width=width, lr=lr
+    warnings.warn(
+        "denoise_ntd(method='dip', ...) is deprecated and will be removed in napari-ntd 0.3; "
+        "use denoise_dip(image, config=DIPConfig(...))",
+        DeprecationWarning,
+        stacklevel=stacklevel,
     )
+    return DIPConfig(**given)
 
 
-def _finish(out: np.ndarray, out_dtype: np.dtype, channel_axis: int | None) -> np.ndarray:
-    out = out.astype(out_dtype, copy=False)
-    if channel_axis is None:
-        return out[..., 0]
-    return np.moveaxis(out, -1, channel_axis)
+def iter_denoise_ntd(
+    image: Any,
+    *,
+    sigma: float | None = None,
+    method: str | None = None,
+    n_iter: int | str = "auto",
+    channel_axis: int | None = None,
+    patch_size: int | None = None,
+    n_columns: float | int = _Default(0.02),
+    rank: int | None = _Default(256),
+    device: str | torch.device | None = None,
+    seed: int | None = None,
+    preserve_range: bool = False,
+    block_pixels: int = _Default(4096),
+    tile_shape: int | tuple[int, ...] | None = None,
+    max_memory: int | str | None = None,
+    noise_model: str | _vst.NoiseModel = "auto",
+    spatial_dims: int = 2,
+    architecture: str | None = None,
+    optimizer: str | None = None,
+    input: str | None = None,
+    width: int | None = None,
+    lr: float | None = None,
+) -> Generator[tuple[int, int], None, np.ndarray]:
+    """Step-wise :func:`denoise_ntd`: yields ``(done, total)`` and returns the result.
+
+    Same parameters as :func:`denoise_ntd` (without ``progress``). Use it to
+    drive the denoiser from an event loop or worker thread and stop between
+    steps: ``result = yield from iter_denoise_ntd(image)``, or iterate and
+    read ``StopIteration.value``. Closing the generator early leaves the
+    input untouched and returns nothing.
+    """
+    dip_keywords = dict(architecture=architecture, optimizer=optimizer, input=input)
+    dip = _dip_from_keywords(method, {**dip_keywords, "width": width, "lr": lr}, 3)
+    plan = _plan(
+        method="guided" if method is None else method,
+        sigma=sigma,
+        n_iter=n_iter,
+        patch_size=patch_size,
+        n_columns=n_columns,
+        rank=rank,
+        block_pixels=block_pixels,
+        device=device,
+        seed=seed,
+        tile_shape=tile_shape,
+        max_memory=max_memory,
+        noise_model=noise_model,
+        spatial_dims=spatial_dims,
+        dip=dip,
+    )
+    return (yield from _run(image, plan, channel_axis, preserve_range))
+
+
+def iter_denoise_dip(
+    image: Any,
+    *,
+    config: Any = None,
+    sigma: float | None = None,
+    n_iter: int | str = "auto",
+    channel_axis: int | None = None,
+    device: str | torch.device | None = None,
+    seed: int | None = None,
+    preserve_range: bool = False,
+    tile_shape: int | tuple[int, ...] | None = None,
+    max_memory: int | str | None = None,
+    noise_model: str | _vst.NoiseModel = "auto",
+) -> Generator[tuple[int, int], None, np.ndarray]:
+    """Step-wise :func:`denoise_dip`: yields ``(done, total)`` and returns the result."""
+    from ._dip._trainers import DIPConfig
+
+    config = DIPConfig() if config is None else config
+    if not isinstance(config, DIPConfig):
+        raise TypeError(f"config must be a DIPConfig, got {config!r}")
+    plan = _plan(
+        method="dip",
+        sigma=sigma,
+        n_iter=n_iter,
+        patch_size=config.patch_size,
+        n_columns=_Default(0.02),
+        rank=_Default(256),
+        block_pixels=_Default(4096),
+        device=device,
+        seed=seed,
+        tile_shape=tile_shape,
+        max_memory=max_memory,
+        noise_model=noise_model,
+        spatial_dims=2,
+        dip=config,
+    )
+    return (yield from _run(image, plan, channel_axis, preserve_range))
+
+
+def denoise_dip(
+    image: Any,
+    *,
+    config: Any = None,
+    sigma: float | None = None,
+    n_iter: int | str = "auto",
+    channel_axis: int | None = None,
+    device: str | torch.device | None = None,
+    seed: int | None = None,
+    preserve_range: bool = False,
+    tile_shape: int | tuple[int, ...] | None = None,
+    max_memory: int | str | None = None,
+    noise_model: str | _vst.NoiseModel = "auto",
+    progress: bool | Callable[[int, int], Any] | None = None,
+) -> np.ndarray:
+    """Denoise an image by training a network on it: the deep image prior (DIP).
+
+    Sections 5-6 of the paper: a CNN trained on the noisy image alone (Adam
+    or gradient descent), stopped by Monte-Carlo SURE. Slower than the
+    closed-form :func:`denoise_ntd` (minutes instead of seconds on a CPU);
+    the network adapts its filter to the image.
+
+    Parameters
+    ----------
+    image : ndarray
+        2D image (or a stack of them), ``channel_axis`` for channels; the
+        dtype rules of :func:`denoise_ntd`.
+    config : DIPConfig, optional
+        The trainer: ``architecture`` ('unet' of appendix H.2, 'vanilla' of
+        H.1), ``optimizer`` ('adam', 'gd', 'adam+gd'), ``input`` ('image',
+        'noise'), ``width``, ``lr``, ``patch_size`` (vanilla CNN). The default
+        width (32 for the U-Net) is chosen for CPUs: a 256 x 256 float64
+        image with the U-Net takes about 0.45 s per Adam step with the SURE
+        twin on two idle cores (about 1 s when another job shares them), so
+        10-25 min at the cap of 1500 steps; float32 input runs in float32,
+        about 7x faster.
+    sigma, n_iter, channel_axis, device, seed, preserve_range, tile_shape, max_memory, noise_model
+        As in :func:`denoise_ntd`; ``n_iter`` counts network updates and
+        ``'auto'`` keeps the iterate with the smallest Monte-Carlo SURE (a
+        twin network trained on ``y + eps b``, twice the cost).
+    progress : bool or callable, optional
+        ``True`` shows a tqdm bar; a callable gets ``(done, total)``.
+
+    Returns
+    -------
+    ndarray
+        Denoised image, same shape as ``image``, dtype as for :func:`denoise_ntd`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_ntd import DIPConfig
+    >>> y = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    >>> out = denoise_dip(y, config=DIPConfig(width=8), n_iter=5, sigma=0.1, seed=0)
+    >>> out.shape, out.dtype
+    ((32, 32), dtype('float32'))
+    """
+    gen = iter_denoise_dip(
+        image,
+        config=config,
+        sigma=sigma,
+        n_iter=n_iter,
+        channel_axis=channel_axis,
+        device=device,
+        seed=seed,
+        preserve_range=preserve_range,
+        tile_shape=tile_shape,
+        max_memory=max_memory,
+        noise_model=noise_model,
+    )
+    with make_reporter(progress) as report:
+        return run_to_end(gen, lambda step: report(*step))
 
 
 def denoise_ntd(
@@ -231,20 +509,20 @@ def denoise_ntd(
     n_iter: int | str = "auto",
     channel_axis: int | None = None,
     patch_size: int | None = None,
-    n_columns: float | int = 0.02,
-    rank: int | None = 256,
+    n_columns: float | int = _Default(0.02),
+    rank: int | None = _Default(256),
     device: str | torch.device | None = None,
     seed: int | None = None,
     preserve_range: bool = False,
     progress: bool | Callable[[int, int], Any] | None = None,
-    block_pixels: int = 4096,
+    block_pixels: int = _Default(4096),
     tile_shape: int | tuple[int, ...] | None = None,
     max_memory: int | str | None = None,
     noise_model: str | _vst.NoiseModel = "auto",
     spatial_dims: int = 2,
-    architecture: str = "unet",
-    optimizer: str = "adam",
-    input: str = "image",
+    architecture: str | None = None,
+    optimizer: str | None = None,
+    input: str | None = None,
     width: int | None = None,
     lr: float | None = None,
 ) -> np.ndarray:
@@ -270,10 +548,10 @@ def denoise_ntd(
         Standard deviation of the Gaussian noise, in the units of the
         (converted) image. ``None`` estimates it with
         :func:`skimage.restoration.estimate_sigma`.
-    method : {None, 'guided', 'nystrom', 'exact', 'dip'}
+    method : {None, 'guided', 'nystrom', 'exact'}
         ``None`` (default) is ``'guided'``, for 2D images and volumes
         (``spatial_dims=3``). ``'guided'`` (beyond the paper; see
-        :mod:`napari_ntd._guided`): a classical pilot (sliding-DCT Wiener
+        :mod:`napari_ntd._ntk._guided`): a classical pilot (sliding-DCT Wiener
         guided by non-local means), the NTK on the pilot's patches, twicing
         started from the pilot in 64 x 64 tiles (16^3 for volumes), and
         Monte-Carlo SURE over the whole map (``t = 0`` is the pilot); the
@@ -281,11 +559,10 @@ def denoise_ntd(
         the filter from ``n_columns`` random columns (appendix G) of the
         kernel on the noisy image, twicing from zero. ``'exact'`` builds the full
         ``d x d`` filter; images of at most ``EXACT_MAX_PIXELS`` pixels.
-        ``'dip'`` trains a network on the image (sections 5-6; options
-        ``architecture``, ``optimizer``, ``input``, ``width``, ``lr``; see
-        :mod:`napari_ntd._trainers`); ``n_iter`` counts its updates and
-        ``'auto'`` keeps the iterate with the smallest Monte-Carlo SURE
-        (a twin network trained on ``y + eps b``, twice the cost).
+        To train a network instead (the deep image prior), use
+        :func:`denoise_dip`; ``method='dip'`` with the trainer keywords
+        ``architecture``, ``optimizer``, ``input``, ``width``, ``lr`` still
+        works but is deprecated (removed in 0.3).
     n_iter : int or 'auto'
         Twicing iterations ``t``. ``'auto'`` chooses ``t`` by Monte-Carlo SURE
         (one extra pass on ``y + eps b`` with the same columns), separately
@@ -299,11 +576,12 @@ def denoise_ntd(
         Side of the first convolution, i.e. of the compared patches (odd).
         Default 11; ``GUIDED_PATCH_3D`` (5) for the guided method on volumes.
     n_columns : float or int
-        Nystrom columns: a fraction of the pixels (default 2 %, kept within
-        [64, 6000]) or an exact count.
+        Nystrom columns (``'guided'``, ``'nystrom'``): a fraction of the
+        pixels (default 2 %, kept within [64, 6000]) or an exact count.
     rank : int or None
-        Leading eigenimages kept after the Nystrom extension (default 256);
-        ``None`` keeps all numerically non-zero ones (the paper's setting).
+        Leading eigenimages kept after the Nystrom extension (``'guided'``,
+        ``'nystrom'``; default 256); ``None`` keeps all numerically non-zero
+        ones (the paper's setting).
     device : str or torch.device, optional
         ``None`` uses CUDA when available, else the CPU.
     seed : int, optional
@@ -315,8 +593,9 @@ def denoise_ntd(
         ``True`` shows a tqdm bar; a callable is called as
         ``progress(done, total)`` after each step.
     block_pixels : int
-        Kernel rows computed at once (memory ``~ 5 * block_pixels * m``
-        floats).
+        ``'nystrom'``: kernel rows computed at once (memory
+        ``~ 5 * block_pixels * m`` floats; the guided method works in small
+        tiles and needs no blocks).
     tile_shape : int or tuple of int, optional
         Denoise in overlapping tiles of this shape (per spatial axis) and
         cross-fade them; tiles overlap by ``2 * patch_size`` (guided:
@@ -347,30 +626,6 @@ def denoise_ntd(
         result equals looping 2D calls. With 3, the last three axes are a
         volume denoised with ``r x r x r`` patches and a 3D pilot (methods
         ``'guided'``, the default, and ``'nystrom'``).
-    architecture : {'unet', 'vanilla'}
-        ``method='dip'``: the U-Net of appendix H.2 (3 x 3 convs, three
-        bilinear down/up stages, no skips; any size, padded internally) or the
-        vanilla CNN of H.1 (``patch_size`` conv, ReLU, 1 x 1 conv).
-    optimizer : {'adam', 'gd', 'adam+gd'}
-        ``method='dip'``: Adam (betas 0.9, 0.999), plain gradient descent
-        (learning rate ``1 / lambda_max`` of the tangent kernel, ``O(1/c)``;
-        the NTK regime, slow: the paper needs 1e4-1e5 steps), or Adam then
-        gradient descent with the adapted kernel (appendix I.4).
-    input : {'image', 'noise'}
-        ``method='dip'``: the noisy image (initial output subtracted) or iid
-        Gaussian noise (the original DIP) at the network input.
-    width : int, optional
-        ``method='dip'``: hidden channels. The default (32 for the U-Net, 64
-        for the vanilla CNN) is chosen for CPUs: a 256 x 256 float64 image
-        with the U-Net takes about 0.45 s per Adam iteration with the SURE
-        twin on two idle cores (about 1 s when another job shares them), so
-        10-25 min at the cap of 1500 iterations; float32 input runs in
-        float32, about 7x faster. The paper uses 128 and 512 (the U-Net at 128:
-        about 3 s per step in float64, 0.7 s in float32).
-    lr : float, optional
-        ``method='dip'``: learning rate; ``None`` uses ``min(0.005, 0.16 / width)``
-        for Adam and ``1 / lambda_max(J J^T)`` for gradient descent.
-
     Returns
     -------
     ndarray
@@ -383,7 +638,10 @@ def denoise_ntd(
         NaN/inf values, an empty image, an image smaller than the patch,
         an unknown method, a negative sigma, an unavailable device.
     TypeError
-        Complex or non-numeric images.
+        Complex or non-numeric images; a keyword the chosen method does not
+        use (``n_columns``/``rank`` with ``'exact'``, ``block_pixels`` with
+        ``'guided'`` or ``'exact'``, the trainer keywords without
+        ``method='dip'``).
     NotImplementedError
         Fewer than ``spatial_dims`` spatial axes; ``spatial_dims=3`` with a
         method other than ``'guided'`` or ``'nystrom'``.
@@ -398,7 +656,9 @@ def denoise_ntd(
     Nystrom: ``m`` columns cost ``O(d m n0)`` for the kernel, ``O(m^3)`` for the
     eigendecomposition and ``O(d m rank)`` for the extension; memory is
     ``O(d rank + m^2)``. ``n_iter='auto'`` doubles the cost.
-    Computation runs in float64 for float64 input and float32 otherwise.
+    The guided method computes in float32 with float64 sums for every input
+    (its rounding is far below any noise); the paper's methods compute in
+    float64 for float64 input and float32 otherwise.
 
     References
     ----------
@@ -418,9 +678,44 @@ def denoise_ntd(
     >>> den = denoise_ntd(noisy, sigma=0.1, seed=0)
     >>> bool(np.mean((den - clean) ** 2) < np.mean((noisy - clean) ** 2))
     True
+
+    Raw camera counts keep their units with ``preserve_range=True``; the
+    noise model is fitted from the image (``noise_model='auto'``):
+
+    >>> raw = np.random.default_rng(0).poisson(20 * clean) * 2 + 100
+    >>> out = denoise_ntd(raw.astype(np.uint16), preserve_range=True, seed=0)
+    >>> out.dtype, bool(90 < out.mean() < 150)
+    (dtype('float64'), True)
     """
+    dip_keywords = dict(architecture=architecture, optimizer=optimizer, input=input)
+    dip_keywords.update(width=width, lr=lr)
+    if method == "dip":  # deprecated spelling: warn here, at the caller's line
+        config = _dip_from_keywords(method, dip_keywords, 3)
+        if spatial_dims != 2:
+            check_options(method="guided", spatial_dims=spatial_dims)  # 2 or 3
+            raise NotImplementedError(
+                "spatial_dims=3 (r x r x r patches) supports method='guided' or 'nystrom' only, "
+                "got 'dip'"
+            )
+        if patch_size is not None:
+            config = dataclasses.replace(config, patch_size=patch_size)
+        return denoise_dip(
+            image,
+            config=config,
+            sigma=sigma,
+            n_iter=n_iter,
+            channel_axis=channel_axis,
+            device=device,
+            seed=seed,
+            preserve_range=preserve_range,
+            progress=progress,
+            tile_shape=tile_shape,
+            max_memory=max_memory,
+            noise_model=noise_model,
+        )
     if _dask.is_dask_array(image):  # lazy in, lazy out; every option passes through
-        options = {k: v for k, v in locals().items() if k != "image"}
+        options = {k: v for k, v in locals().items() if k not in ("image", "dip_keywords")}
+        _dip_from_keywords(method, dip_keywords, 3)
         return _dask.denoise_dask(image, denoise=denoise_ntd, **options)
     gen = iter_denoise_ntd(
         image,
@@ -439,11 +734,7 @@ def denoise_ntd(
         max_memory=max_memory,
         noise_model=noise_model,
         spatial_dims=spatial_dims,
-        architecture=architecture,
-        optimizer=optimizer,
-        input=input,
-        width=width,
-        lr=lr,
+        **dip_keywords,
     )
     with make_reporter(progress) as report:
         return run_to_end(gen, lambda step: report(*step))

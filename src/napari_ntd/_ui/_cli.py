@@ -12,7 +12,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
+
+
+class _UsageError(ValueError):
+    """A mistake in the command line (exit status 2, one message)."""
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -42,7 +46,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tile(text: str) -> int | tuple[int, ...]:
+def tile_shape(text: str) -> int | tuple[int, ...]:
     """``256`` or ``256x512`` (per spatial axis)."""
     try:
         parts = tuple(int(p) for p in text.lower().split("x"))
@@ -53,21 +57,39 @@ def _tile(text: str) -> int | tuple[int, ...]:
     return parts[0] if len(parts) == 1 else parts
 
 
-def _columns(text: str) -> float | int:
-    value = float(text)
+def columns(text: str) -> float | int:
+    """A fraction (0.02) or a count (200) of Nystrom columns."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid column count {text!r}; use a fraction like 0.02 or a count like 200"
+        ) from None
     return int(value) if value >= 1 and value.is_integer() else value
 
 
-def _n_iter(text: str) -> int | str:
-    return text if text == "auto" else int(text)
+def iterations(text: str) -> int | str:
+    """``auto`` or a number of twicing iterations."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid iteration count {text!r}; use auto or an integer"
+        ) from None
 
 
 def _plan_outputs(inputs: list[Path], out: Path, dtype: str) -> list[Path]:
     """Output path of each input; OUT is a file for one input, else a folder."""
     from ._io import IMAGE_SUFFIXES, TIFF_SUFFIXES
 
-    to_dir = len(inputs) > 1 or out.is_dir() or out.suffix.lower() not in IMAGE_SUFFIXES
-    if not to_dir:
+    single_file = not out.is_dir() and out.suffix.lower() in IMAGE_SUFFIXES
+    if single_file and len(inputs) > 1:
+        raise _UsageError(
+            f"{len(inputs)} inputs but OUTPUT {out} is a single file: give a folder instead"
+        )
+    if single_file:
         return [out]
     outputs = []
     for path in inputs:
@@ -94,31 +116,111 @@ def _check_outputs(inputs: list[Path], outputs: list[Path], overwrite: bool) -> 
             raise ValueError(f"{dst} exists (pass --overwrite to replace it)")
 
 
-def _denoise_files(args: argparse.Namespace) -> int:
+def _options(args: argparse.Namespace) -> dict:
+    """``denoise_ntd`` keywords from the arguments, validated (usage errors raised)."""
+    from .. import NoiseModel, check_options
+
+    params = (args.gain, args.offset, args.read_noise)
+    if args.noise_model in ("auto", "gaussian"):
+        if any(v is not None for v in params):
+            raise _UsageError(
+                "--gain/--offset/--read-noise need --noise-model poisson or poisson-gaussian"
+            )
+        noise = args.noise_model
+    else:
+        if args.sigma is not None:
+            raise _UsageError(
+                f"--sigma applies to Gaussian noise, not --noise-model {args.noise_model}"
+            )
+        try:
+            noise = NoiseModel(args.noise_model, *params)
+        except (ValueError, TypeError) as err:
+            raise _UsageError(_flags(str(err))) from None
+    options = {
+        "sigma": args.sigma,
+        "method": args.method,
+        "n_iter": args.n_iter,
+        "patch_size": args.patch_size,
+        "device": args.device,
+        "seed": args.seed,
+        "preserve_range": True,  # the file's units
+        "tile_shape": args.tile,
+        "max_memory": args.max_memory,
+        "noise_model": noise,
+        "spatial_dims": args.spatial_dims,
+    }
+    if args.n_columns is not None:
+        options["n_columns"] = args.n_columns
+    try:
+        check_options(**options)
+    except (ValueError, TypeError, NotImplementedError) as err:
+        raise _UsageError(_flags(str(err))) from None
+    return options
+
+
+#: Library keywords and the options that set them, for messages in the CLI's terms.
+_FLAGS = {
+    "max_memory": "--max-memory",
+    "tile_shape": "--tile",
+    "n_columns": "--n-columns",
+    "patch_size": "--patch-size",
+    "n_iter": "--n-iter",
+    "spatial_dims": "--spatial-dims",
+    "noise_model": "--noise-model",
+    "read_noise": "--read-noise",
+    "channel_axis": "--channel-axis",
+    "block_pixels": "block pixels",
+}
+
+
+def _flags(message: str) -> str:
+    for name, flag in _FLAGS.items():
+        message = message.replace(name, flag)
+    return message
+
+
+def _denoise_one(src: Path, dst: Path, args: argparse.Namespace, options: dict, report) -> None:
+    """Read ``src``, denoise it in its units, write ``dst`` (atomically)."""
     import numpy as np
 
-    from .. import NoiseModel, denoise_ntd
-    from ._io import TIFF_SUFFIXES, expand_inputs, read_image, to_dtype, write_image
+    from .. import denoise_ntd
+    from ._io import TIFF_SUFFIXES, read_image, to_dtype, write_image
 
+    image = read_image(src)
+    channel_axis = args.channel_axis
+    if (
+        channel_axis is None
+        and src.suffix.lower() not in TIFF_SUFFIXES
+        and image.ndim == 3
+        and image.shape[-1] in (3, 4)
+    ):
+        channel_axis = -1  # RGB(A) picture
+    result = denoise_ntd(image, channel_axis=channel_axis, progress=report, **options)
+    dtype = {"float32": np.float32, "input": image.dtype}.get(args.dtype)
+    if dtype is None:  # auto
+        dtype = np.float32 if dst.suffix.lower() in TIFF_SUFFIXES else image.dtype
+    write_image(dst, to_dtype(result, dtype))
+
+
+def _denoise_files(args: argparse.Namespace) -> int:
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    from ._io import expand_inputs
+
+    options = _options(args)  # every option checked before any file is read
     inputs = expand_inputs(args.inputs)
     out = Path(args.output)
     outputs = _plan_outputs(inputs, out, args.dtype)
     _check_outputs(inputs, outputs, args.overwrite)
     if len(outputs) > 1 or outputs[0] != out:
         out.mkdir(parents=True, exist_ok=True)
-    if args.noise_model == "gaussian":
-        if any(v is not None for v in (args.gain, args.offset, args.read_noise)):
-            raise ValueError("--gain/--offset/--read-noise need --noise-model poisson(-gaussian)")
-        noise = NoiseModel()
-    else:
-        noise = NoiseModel(args.noise_model, args.gain, args.offset, args.read_noise)
-
-    from tqdm.auto import tqdm
 
     failures = 0
     scale = 1000
     bar = tqdm(total=scale * len(inputs), unit="", disable=args.quiet, desc="napari-ntd")
-    with bar:
+    with bar:  # every message goes through bar.write: printed above the bar
         for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
             bar.set_postfix_str(src.name)
 
@@ -127,36 +229,9 @@ def _denoise_files(args: argparse.Namespace) -> int:
                 bar.refresh()
 
             try:
-                image = read_image(src)
-                channel_axis = args.channel_axis
-                if (
-                    channel_axis is None
-                    and src.suffix.lower() not in TIFF_SUFFIXES
-                    and image.ndim == 3
-                    and image.shape[-1] in (3, 4)
-                ):
-                    channel_axis = -1  # RGB(A) picture
-                result = denoise_ntd(
-                    image,
-                    sigma=args.sigma,
-                    method=args.method,
-                    n_iter=args.n_iter,
-                    channel_axis=channel_axis,
-                    patch_size=args.patch_size,
-                    n_columns=args.n_columns,
-                    device=args.device,
-                    seed=args.seed,
-                    preserve_range=True,
-                    progress=report,
-                    tile_shape=args.tile,
-                    max_memory=args.max_memory,
-                    noise_model=noise,
-                    spatial_dims=args.spatial_dims,
-                )
-                dtype = {"float32": np.float32, "input": image.dtype}.get(args.dtype)
-                if dtype is None:  # auto
-                    dtype = np.float32 if dst.suffix.lower() in TIFF_SUFFIXES else image.dtype
-                write_image(dst, to_dtype(result, dtype))
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    _denoise_one(src, dst, args, options, report)
             except Exception as err:  # one bad file must not lose the batch
                 failures += 1
                 known = isinstance(err, (ValueError, TypeError, NotImplementedError, OSError))
@@ -164,9 +239,12 @@ def _denoise_files(args: argparse.Namespace) -> int:
                 bar.write(f"napari-ntd: error: {src}: {what}", file=sys.stderr)
                 if args.stop_on_error:
                     left = len(inputs) - i - 1
-                    print(f"napari-ntd: stopping ({left} files not processed)", file=sys.stderr)
+                    bar.write(f"napari-ntd: stopping ({left} files not processed)", file=sys.stderr)
                     return 1
                 continue
+            finally:
+                for w in caught:
+                    bar.write(f"napari-ntd: warning: {src}: {w.message}", file=sys.stderr)
             bar.n = (i + 1) * scale
             bar.refresh()
             if not args.quiet:
@@ -213,11 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
     den.add_argument("--overwrite", action="store_true", help="replace existing files/inputs")
     den.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
     den.add_argument(
-        "--tile", type=_tile, default=None, help="tile shape, e.g. 256 or 256x256 (default: auto)"
+        "--tile",
+        type=tile_shape,
+        default=None,
+        help="tile shape, e.g. 256 or 256x256 (default: auto)",
     )
     den.add_argument("--max-memory", default=None, help="memory budget, e.g. 4GB (default 2GiB)")
     den.add_argument(
-        "--noise-model", choices=("gaussian", "poisson", "poisson-gaussian"), default="gaussian"
+        "--noise-model",
+        choices=("auto", "gaussian", "poisson", "poisson-gaussian"),
+        default="auto",
+        help="auto (default): fitted from each file; raw camera counts get Poisson-Gaussian",
     )
     den.add_argument("--gain", type=float, default=None, help="units per photon (default: fit)")
     den.add_argument("--offset", type=float, default=None, help="dark level (input units)")
@@ -226,13 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
     den.add_argument(
         "--method",
         default=None,
-        help="guided (default), nystrom (the paper's), exact",
+        choices=("guided", "nystrom", "exact"),
+        help="guided (default), nystrom (the paper's), exact (small images)",
     )
-    den.add_argument("--n-iter", type=_n_iter, default="auto", help="int or auto (MC-SURE)")
+    den.add_argument("--n-iter", type=iterations, default="auto", help="int or auto (MC-SURE)")
     den.add_argument(
         "--patch-size", type=int, default=None, help="patch side (11; 5 for guided volumes)"
     )
-    den.add_argument("--n-columns", type=_columns, default=0.02, help="fraction or count (0.02)")
+    den.add_argument(
+        "--n-columns", type=columns, default=None, help="fraction or count (default 0.02)"
+    )
     den.add_argument("--channel-axis", type=int, default=None, help="axis of the channels")
     den.add_argument(
         "--spatial-dims", type=int, choices=(2, 3), default=2, help="3: r x r x r patches"
@@ -244,15 +331,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop at the first failing file (default: report it and go on)",
     )
-    den.set_defaults(func=_denoise_files)
+    den.set_defaults(func=_denoise_files, parser=den)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``napari-ntd`` console script."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``napari-ntd`` console script.
+
+    Exit status: 0 done; 1 some files failed; 2 a usage error (bad arguments
+    or options, found before any file is read) or nothing could start.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except _UsageError as err:  # as argparse reports its own: usage line, one message
+        getattr(args, "parser", parser).print_usage(sys.stderr)
+        print(f"napari-ntd: error: {err}", file=sys.stderr)
+        return 2
     except (ValueError, TypeError, NotImplementedError, OSError) as err:
         print(f"napari-ntd: error: {err}", file=sys.stderr)
         return 2

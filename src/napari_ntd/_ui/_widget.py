@@ -30,7 +30,15 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from .. import METHODS, NoiseModel, default_patch_size, estimate_noise, iter_denoise_ntd
+from .. import (
+    METHODS,
+    DIPConfig,
+    NoiseModel,
+    default_patch_size,
+    estimate_noise,
+    iter_denoise_dip,
+    iter_denoise_ntd,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -144,6 +152,9 @@ class DenoiseWidget(Container):
         self.image.changed.connect(self._on_layer)
         self.iter_auto.changed.connect(lambda v: setattr(self.n_iter, "enabled", not v))
         self.scope.changed.connect(self._on_scope)
+        self.method.changed.connect(
+            lambda m: setattr(self.patch_size, "enabled", m != "dip")  # the U-Net: 3 x 3
+        )
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.restore_button.changed.connect(self.restore)
@@ -300,11 +311,20 @@ class DenoiseWidget(Container):
             index = self._current_index(layer, n_lead)
         source = np.asarray(data if index is None else data[index])
         options = self._options(layer)
+        denoise = iter_denoise_ntd
+        if options["method"] == "dip":  # the trainers: their own function and options
+            if nd != 2:
+                self._fail("DIP denoises 2D planes: pick 'current slice' or 'whole stack'")
+                return
+            for key in ("method", "patch_size", "spatial_dims"):
+                options.pop(key)
+            options["config"] = DIPConfig()
+            denoise = iter_denoise_dip
 
         @thread_worker(ignore_errors=True)
         def job():
             try:
-                result = yield from iter_denoise_ntd(source, **options)
+                result = yield from denoise(source, **options)
             except Exception as err:  # one clean notification, no traceback dialog
                 return _Failed(err)
             return result
