@@ -24,7 +24,10 @@ def main() -> None:
         counts = np.random.default_rng(0).poisson(clean).astype(np.float32)
         runs = {
             "noisy": lambda c=counts: c,
-            "Gaussian, sigma estimated": lambda c=counts: denoise_ntd(c, seed=0),
+            "Gaussian, sigma estimated": lambda c=counts: denoise_ntd(
+                c, noise_model="gaussian", seed=0
+            ),
+            "auto (the default)": lambda c=counts: denoise_ntd(c, seed=0),
             "Gaussian, sigma = sqrt(mean)": lambda c=counts: denoise_ntd(
                 c, sigma=float(np.sqrt(c.mean())), seed=0
             ),

@@ -330,6 +330,12 @@ def batches(
     return [list(range(i, min(i + size, len(pieces)))) for i in range(0, len(pieces), size)]
 
 
+def _draw_all(pilot: torch.Tensor, pieces, cfg: Any, rng: torch.Generator):
+    """:func:`draw_columns` of every tile, in tile order."""
+    with torch.no_grad():
+        return [draw_columns(pilot[(slice(None), *t)], cfg, rng) for t in pieces]
+
+
 def iter_guided(
     y: torch.Tensor,
     sigma: float,
@@ -354,7 +360,8 @@ def iter_guided(
     pieces = plan(spatial, tiles, margin)
     tasks = batches(spatial, tiles, cfg, nch)
     # columns in tile order: the random sequence does not depend on the batching
-    columns = [draw_columns(y[(slice(nch, 2 * nch), *t)], cfg, rng) for t in pieces]
+    # (drawn on a worker: the per-tile convolutions stay off torch's OpenMP team)
+    columns = _parallel.run(_draw_all, y[nch : 2 * nch], pieces, cfg, rng)
     jobs = [
         (
             [y[(slice(None), *pieces[i])].contiguous() for i in task],
