@@ -232,7 +232,8 @@ class DenoiseWidget(Container):
             self.noise_estimate = estimate_noise(
                 np.asarray(plane), channel_axis=-1 if layer.rgb else None
             )
-            self.noise_info.value = f"fit: {self.noise_estimate}"
+            # one parameter a line: the dock stays narrow
+            self.noise_info.value = "fit: " + str(self.noise_estimate).replace(", ", "\n")
         except (ValueError, TypeError) as err:
             self.noise_info.value = f"no fit: {err}"
         self._refresh_noise()
@@ -240,6 +241,7 @@ class DenoiseWidget(Container):
     def _refresh_noise(self, *_: Any) -> None:
         """Sigma box state from the noise choice: Gaussian only, the fitted value when auto."""
         gaussian = self._effective_kind() == "gaussian"
+        self.sigma_auto.visible = self.sigma.visible = gaussian  # only Gaussian noise has one
         self.sigma_auto.enabled = gaussian
         self.sigma.enabled = gaussian and not self.sigma_auto.value
         est = self.noise_estimate
