@@ -16,6 +16,7 @@ import torch
 from .._ntk import _guided, _pilot
 from .._ntk._plane import iter_denoise_plane, iter_denoise_volume, sure_eps
 from .._util._config import NTDConfig
+from .._util._parallel import iter_in_pool
 from .._util._progress import counted, shifted
 from . import _tiling, _vst
 
@@ -154,10 +155,12 @@ def iter_image(
         return _vst.gat_inverse(out, noise) if noise.kind != "gaussian" else out
     y = torch.from_numpy(centred).to(device=device, dtype=tdtype)
     y = y.permute(nd, *range(nd)).contiguous()
+    # the steps run on a compute worker: one torch thread, nothing spin-waits
+    # next to other work (the guided method above schedules its own tasks)
     if tiles is None:
-        z = yield from core(y, sig / scale, cfg, rng)
+        z = yield from iter_in_pool(core(y, sig / scale, cfg, rng))
     else:
-        z = yield from _tiling.iter_tiled(y, sig / scale, cfg, rng, core, tiles)
+        z = yield from iter_in_pool(_tiling.iter_tiled(y, sig / scale, cfg, rng, core, tiles))
     out = z.permute(*range(1, nd + 1), 0).cpu().numpy().astype(np.float64) * scale + center
     if noise.kind != "gaussian":
         out = _vst.gat_inverse(out, noise)

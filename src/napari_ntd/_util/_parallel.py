@@ -8,7 +8,9 @@ went from 0.7 ms to ~100 ms with one busy process beside it (issue 13).
 
 What. The guided method's work is many independent small pieces (tiles,
 pilot passes), so it runs them as tasks on :func:`compute_pool`: one worker
-per available core, each running torch with **one** intra-op thread. No
+per available core, each running torch with **one** intra-op thread. The
+other methods (the paper's Nystrom and exact NTD, the DIP trainers) run
+their steps one after the other on a worker (:func:`iter_in_pool`). No
 OpenMP team, nothing spins, and the operating system shares the cores
 fairly with whatever else runs. All ``denoise_ntd`` calls of a process share
 the pool, so two calls at once (two napari layers, dask's threaded
@@ -28,13 +30,21 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["available_cores", "compute_pool", "in_worker", "run", "submit_all", "torch_threads"]
+__all__ = [
+    "available_cores",
+    "compute_pool",
+    "in_worker",
+    "iter_in_pool",
+    "run",
+    "submit_all",
+    "torch_threads",
+]
 
 T = TypeVar("T")
 
@@ -143,6 +153,32 @@ def submit_all(fn: Callable[..., T], jobs: Iterable[tuple]) -> list[Future[T]]:
         return futures
     pool = compute_pool()
     return [pool.submit(fn, *job) for job in jobs]
+
+
+def iter_in_pool(gen: Generator[Any, None, T]) -> Generator[Any, None, T]:
+    """Run each step of a step generator on a compute worker; forward what it yields.
+
+    The generator's work (between two yields) runs single-threaded on the
+    pool, its values reach the caller unchanged; closing the wrapper closes
+    ``gen``. Called on a worker, ``gen`` simply runs there.
+    """
+    if in_worker():
+        return (yield from gen)
+
+    def step() -> tuple[bool, Any]:
+        try:
+            return False, next(gen)
+        except StopIteration as stop:
+            return True, stop.value
+
+    try:
+        while True:
+            finished, value = run(step)
+            if finished:
+                return value
+            yield value
+    finally:
+        gen.close()
 
 
 def run(fn: Callable[..., T], *args: Any) -> T:
