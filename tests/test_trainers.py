@@ -10,6 +10,7 @@ from skimage import data, img_as_float
 from napari_ntd import denoise_ntd
 from napari_ntd._dip._trainers import DIPConfig, DIPTrainer, iter_dip
 from napari_ntd._ntk._kernel import exact_kernel
+from napari_ntd._util._parallel import iter_in_pool
 
 SIGMA = 0.1
 
@@ -25,7 +26,8 @@ def _noisy(size=32, dtype=torch.float32, channels=1, seed=0):
 
 
 def _run(y, sigma=None, seed=0, **kw):
-    gen = iter_dip(y, sigma, DIPConfig(**kw), torch.Generator().manual_seed(seed))
+    # steps on a compute worker, as DIPTrainer runs them
+    gen = iter_in_pool(iter_dip(y, sigma, DIPConfig(**kw), torch.Generator().manual_seed(seed)))
     steps = []
     while True:
         try:

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._util._parallel import iter_in_pool
 from ._networks import (
     ARCHITECTURES,
     PARAMETRIZATIONS,
@@ -529,8 +530,10 @@ class DIPTrainer:
         )
         gen = torch.Generator().manual_seed(seed)
         self._stop = False
-        self.result = yield from iter_dip(
-            self.y, self.sigma, self.config, gen, should_stop=lambda: self._stop
+        # each step on a compute worker (one torch thread: nothing spin-waits
+        # when other work shares the cores)
+        self.result = yield from iter_in_pool(
+            iter_dip(self.y, self.sigma, self.config, gen, should_stop=lambda: self._stop)
         )
 
     def run(self) -> torch.Tensor:
