@@ -1,10 +1,27 @@
-"""Shared fixtures: small seeded noisy images (no downloads)."""
+"""Shared fixtures: small seeded noisy images (no downloads); one BLAS/torch thread
+for the tests' own reference computations."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from skimage import data, img_as_float
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_threaded_references():
+    """The tests' own references (explicit Jacobians, numpy eigh of small
+    matrices) are many small linear-algebra calls: in the test's thread they
+    run with one BLAS and one torch thread, as the library's work does on its
+    compute pool, so that the suite keeps its pace on a busy machine. The
+    library is never configured here: its thread handling is tested as is
+    (tests/test_parallel.py)."""
+    from threadpoolctl import threadpool_limits
+
+    from napari_ntd._util._parallel import torch_threads
+
+    with threadpool_limits(limits=1, user_api="blas"), torch_threads(1):
+        yield
 
 
 @pytest.fixture
