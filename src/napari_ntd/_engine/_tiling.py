@@ -123,12 +123,14 @@ def guided_image_bytes(spatial_shape: Sequence[int], channels: int, itemsize: in
     """Whole-image arrays of ``method='guided'`` besides its tiles.
 
     The five channel groups (numpy and torch copies), the two pilots' work
-    buffers (non-local means, DCT passes) and the blended output: about
-    ``12 * itemsize + 52`` bytes per pixel and channel (measured: 1.57 GiB
-    over the baseline, 2.0 GiB peak RSS, for a 4096 x 4096 float32 image).
+    buffers (non-local means and hard thresholding of both pilots run at
+    once on the compute pool, then the DCT Wiener passes) and the blended
+    output: about ``12 * itemsize + 140`` bytes per pixel and channel
+    (measured with the compute pool: 783 MB over the 463 MB baseline, 187 B
+    per pixel, for a 2048 x 2048 float32 image; 146 B per pixel before it).
     """
     d = math.prod(int(s) for s in spatial_shape)
-    return int(d * channels * (12 * itemsize + 52))
+    return int(d * channels * (12 * itemsize + 140))
 
 
 class MemoryBudgetError(MemoryError, ValueError):

@@ -279,13 +279,19 @@ def guided_batch(
 
 
 def _run_batch(
-    tiles: list[torch.Tensor],
+    y: torch.Tensor,
+    pieces: list[tuple[slice, ...]],
     columns: list[torch.Tensor | None],
     sigma: float,
     cfg: Any,
     eps: float,
 ) -> list[torch.Tensor]:
-    """One task: filter tiles of one shape, batched by column count (usually all alike)."""
+    """One task: filter tiles of one shape, batched by column count (usually all alike).
+
+    The tiles are cut from the whole ``y`` here, so that only the running
+    tasks' tiles are ever copied.
+    """
+    tiles = [y[(slice(None), *t)] for t in pieces]
     out: list[torch.Tensor | None] = [None] * len(tiles)
     nch = tiles[0].shape[0] // _GROUPS
     counts = [0 if c is None else c.numel() for c in columns]
@@ -364,7 +370,8 @@ def iter_guided(
     columns = _parallel.run(_draw_all, y[nch : 2 * nch], pieces, cfg, rng)
     jobs = [
         (
-            [y[(slice(None), *pieces[i])].contiguous() for i in task],
+            y,
+            [pieces[i] for i in task],
             [columns[i] for i in task],
             sigma,
             cfg,
