@@ -50,6 +50,9 @@ __all__ = ["ORIGINAL_KEY", "DenoiseWidget"]
 #: ``layer.metadata`` key holding the data replaced by an in-place run.
 ORIGINAL_KEY = "napari_ntd_original"
 
+#: Side of the central crop of the current plane the noise is fitted on.
+_FIT_SIDE = 1024
+
 #: Scope choices of the widget and the spatial dimensions each denoises.
 _SCOPES = {"current slice": 2, "whole stack": 2, "3D volume": 3}
 
@@ -228,9 +231,16 @@ class DenoiseWidget(Container):
             self._refresh_noise()
             return
         plane = self._data(layer)[self._current_index(layer, n_lead) if n_lead else ()]
+        # at most the central _FIT_SIDE^2 pixels: plenty for the fit, and the GUI
+        # thread stays responsive while the user scrolls through a large stack
+        spatial = plane.shape[:2]
+        crop = tuple(
+            slice(max(0, (n - _FIT_SIDE) // 2), max(0, (n - _FIT_SIDE) // 2) + _FIT_SIDE)
+            for n in spatial
+        )
         try:
             self.noise_estimate = estimate_noise(
-                np.asarray(plane), channel_axis=-1 if layer.rgb else None
+                np.asarray(plane[crop]), channel_axis=-1 if layer.rgb else None
             )
             # one parameter a line: the dock stays narrow
             self.noise_info.value = "fit: " + str(self.noise_estimate).replace(", ", "\n")
