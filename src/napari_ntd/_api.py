@@ -154,31 +154,45 @@ class _Plan:
     spatial_dims: int
 
 
-def _plan(
-    *,
-    method: str,
-    sigma: float | None,
-    n_iter: int | str,
-    patch_size: int | None,
-    n_columns: Any,
-    rank: Any,
-    block_pixels: Any,
-    device: str | torch.device | None,
-    seed: int | None,
-    tile_shape: int | tuple[int, ...] | None,
-    max_memory: int | str | None,
-    noise_model: Any,
-    spatial_dims: int,
-    dip: Any = None,
-) -> _Plan:
+def _check_method(method: str | None) -> None:
+    if method is not None and method != "dip" and method not in METHOD_OPTIONS:
+        raise ValueError(
+            f"unknown method {method!r}; expected one of {tuple(METHOD_OPTIONS)} "
+            "(or denoise_dip to train a network)"
+        )
+
+
+def _check_spatial_dims(spatial_dims: int, method: str) -> None:
     if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    if spatial_dims == 3 and method not in ("nystrom", "guided"):
+        raise NotImplementedError(
+            "spatial_dims=3 (r x r x r patches) supports method='guided' or 'nystrom' only, "
+            f"got {method!r}"
+        )
+
+
+def _plan(
+    *,
+    method: str | None = None,
+    sigma: float | None = None,
+    n_iter: int | str = "auto",
+    patch_size: int | None = None,
+    n_columns: Any = _Default(0.02),  # noqa: B008 - an immutable marker
+    rank: Any = _Default(256),  # noqa: B008
+    block_pixels: Any = _Default(4096),  # noqa: B008
+    device: str | torch.device | None = None,
+    seed: int | None = None,
+    tile_shape: int | tuple[int, ...] | None = None,
+    max_memory: int | str | None = None,
+    noise_model: Any = "auto",
+    spatial_dims: int = 2,
+    dip: Any = None,
+) -> _Plan:
+    method = "guided" if method is None else method
+    _check_method(method)
+    _check_spatial_dims(spatial_dims, method)
     if method != "dip":
-        if method not in METHOD_OPTIONS:
-            raise ValueError(
-                f"unknown method {method!r}; expected one of {tuple(METHOD_OPTIONS)} "
-                "(or denoise_dip to train a network)"
-            )
         given = {"n_columns": n_columns, "rank": rank, "block_pixels": block_pixels}
         unused = [k for k, v in given.items() if not isinstance(v, _Default)]
         unused = [k for k in unused if k not in METHOD_OPTIONS[method]]
@@ -201,11 +215,6 @@ def _plan(
         seed=seed,
         dip=dip,
     )
-    if spatial_dims == 3 and cfg.method not in ("nystrom", "guided"):
-        raise NotImplementedError(
-            "spatial_dims=3 (r x r x r patches) supports method='guided' or 'nystrom' only, "
-            f"got {cfg.method!r}"
-        )
     auto = isinstance(noise_model, str) and noise_model == "auto"
     noise = None if auto else _vst.as_noise_model(noise_model)
     if noise is not None and noise.kind != "gaussian" and cfg.sigma is not None:
@@ -235,31 +244,14 @@ def check_options(**options: Any) -> None:
     ...
     TypeError: n_columns does not apply to method='exact' (used by 'guided', 'nystrom')
     """
+    import inspect
+
     ignored = {"channel_axis", "preserve_range", "progress"}
-    known = set(_PLAN_KEYS) | ignored
+    known = (set(inspect.signature(_plan).parameters) - {"dip"}) | ignored
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"unknown option(s) {', '.join(unknown)}")
-    kwargs = {k: options.get(k, v) for k, v in _PLAN_KEYS.items()}
-    kwargs["method"] = "guided" if kwargs["method"] is None else kwargs["method"]
-    _plan(**kwargs)
-
-
-_PLAN_KEYS = {
-    "method": None,
-    "sigma": None,
-    "n_iter": "auto",
-    "patch_size": None,
-    "n_columns": _Default(0.02),
-    "rank": _Default(256),
-    "block_pixels": _Default(4096),
-    "device": None,
-    "seed": None,
-    "tile_shape": None,
-    "max_memory": None,
-    "noise_model": "auto",
-    "spatial_dims": 2,
-}
+    _plan(**{k: v for k, v in options.items() if k not in ignored})
 
 
 def _run(
@@ -267,11 +259,12 @@ def _run(
 ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Denoise ``image`` with a validated plan: dtype rules, noise model, stack."""
     cfg, spatial_dims, tile_shape = plan.cfg, plan.spatial_dims, plan.tile_shape
-    img, out_dtype, compute = _prepare(image, channel_axis, preserve_range, spatial_dims)
+    raw = np.asarray(image)
+    img, out_dtype, compute = _prepare(raw, channel_axis, preserve_range, spatial_dims)
     noise = plan.noise
     if noise is None:  # 'auto': fitted on the raw input (its units, its rounding), all planes
-        noise = _vst.resolve_auto(np.asarray(image), channel_axis, spatial_dims, cfg.sigma)
-    noise = noise.converted(*_conversion(np.asarray(image).dtype, preserve_range))
+        noise = _vst.resolve_auto(raw, channel_axis, spatial_dims, cfg.sigma)
+    noise = noise.converted(*_conversion(raw.dtype, preserve_range))
     dev, budget = plan.device, plan.budget
     spatial = img.shape[-1 - spatial_dims : -1]
     if min(spatial[-2:]) < cfg.patch_size:  # a volume may be thinner than the patch in z
@@ -311,11 +304,7 @@ def _run(
 
 def _dip_from_keywords(method: str | None, dip_keywords: dict[str, Any], stacklevel: int):
     """The deprecated ``method='dip'`` spelling -> a ``DIPConfig`` (else raise for stray keys)."""
-    if method is not None and method != "dip" and method not in METHOD_OPTIONS:
-        raise ValueError(
-            f"unknown method {method!r}; expected one of {tuple(METHOD_OPTIONS)} "
-            "(or denoise_dip to train a network)"
-        )
+    _check_method(method)
     given = {k: v for k, v in dip_keywords.items() if v is not None}
     if method != "dip":
         if given:
@@ -367,10 +356,10 @@ def iter_denoise_ntd(
     read ``StopIteration.value``. Closing the generator early leaves the
     input untouched and returns nothing.
     """
-    dip_keywords = dict(architecture=architecture, optimizer=optimizer, input=input)
-    dip = _dip_from_keywords(method, {**dip_keywords, "width": width, "lr": lr}, 3)
+    dip_keywords = dict(architecture=architecture, optimizer=optimizer, input=input, width=width)
+    dip = _dip_from_keywords(method, {**dip_keywords, "lr": lr}, 3)
     plan = _plan(
-        method="guided" if method is None else method,
+        method=method,
         sigma=sigma,
         n_iter=n_iter,
         patch_size=patch_size,
@@ -413,9 +402,6 @@ def iter_denoise_dip(
         sigma=sigma,
         n_iter=n_iter,
         patch_size=config.patch_size,
-        n_columns=_Default(0.02),
-        rank=_Default(256),
-        block_pixels=_Default(4096),
         device=device,
         seed=seed,
         tile_shape=tile_shape,
@@ -691,12 +677,7 @@ def denoise_ntd(
     dip_keywords.update(width=width, lr=lr)
     if method == "dip":  # deprecated spelling: warn here, at the caller's line
         config = _dip_from_keywords(method, dip_keywords, 3)
-        if spatial_dims != 2:
-            check_options(method="guided", spatial_dims=spatial_dims)  # 2 or 3
-            raise NotImplementedError(
-                "spatial_dims=3 (r x r x r patches) supports method='guided' or 'nystrom' only, "
-                "got 'dip'"
-            )
+        _check_spatial_dims(spatial_dims, method)
         if patch_size is not None:
             config = dataclasses.replace(config, patch_size=patch_size)
         return denoise_dip(

@@ -125,43 +125,38 @@ def iter_image(
     centred = work - center if scale == 1.0 else (work.astype(np.float64) - center) / scale
     tdtype = torch.float64 if compute == np.float64 else torch.float32
     rng = torch.Generator().manual_seed(int(seed))
-    core = _core(cfg, nd)
-    if cfg.method == "guided" and cfg.n_iter == 0:  # t = 0: the pilot alone
-        steps = _pilot.PILOT_STEPS
-        (z,) = yield from counted(
-            _pilot.iter_pilots([centred.astype(compute)], sig / scale), [0], steps
-        )
-        if sig <= 0:  # no pilot passes ran
-            yield (steps, steps)
+
+    def to_tensor(a: np.ndarray) -> torch.Tensor:  # (*spatial, C) -> (C, *spatial)
+        return torch.from_numpy(a).to(device=device, dtype=tdtype).permute(nd, *range(nd))
+
+    def back(z: torch.Tensor | np.ndarray) -> np.ndarray:  # to the image's units
+        if isinstance(z, torch.Tensor):
+            z = z.permute(*range(1, nd + 1), 0).cpu().numpy()
         out = z.astype(np.float64) * scale + center
         return _vst.gat_inverse(out, noise) if noise.kind != "gaussian" else out
+
+    steps = _pilot.PILOT_STEPS
+    if cfg.method == "guided" and cfg.n_iter == 0:  # t = 0: the pilot alone
+        gen = _pilot.iter_pilots([centred.astype(compute)], sig / scale)
+        (z,) = yield from counted(gen, [0], steps)
+        return back(z)
     if cfg.method == "guided":  # pilot, perturbed pilot and probe as channel groups
         sig_c = sig / scale
         auto = cfg.n_iter == "auto"
         eps = sure_eps(sig_c, spread / scale, float(np.finfo(compute).eps)) if auto else 0.0
         probe = torch.randn(centred.shape, generator=rng, dtype=torch.float64).numpy()
-        steps = _pilot.PILOT_STEPS
         total = steps + len(_guided.batches(img.shape[:-1], tiles, cfg, img.shape[-1]))
-        stack = yield from counted(
-            _guided.iter_guided_stack(centred.astype(compute), sig_c, eps, probe.astype(compute)),
-            [0],
-            total,
-        )
-        y = torch.from_numpy(stack).to(device=device, dtype=tdtype)
-        y = y.permute(nd, *range(nd)).contiguous()
-        gen = _guided.iter_guided(y, sig_c, cfg, rng, eps=eps, tiles=tiles)
-        z = yield from shifted(gen, steps)
-        out = z.permute(*range(1, nd + 1), 0).cpu().numpy().astype(np.float64) * scale + center
-        return _vst.gat_inverse(out, noise) if noise.kind != "gaussian" else out
-    y = torch.from_numpy(centred).to(device=device, dtype=tdtype)
-    y = y.permute(nd, *range(nd)).contiguous()
+        gen = _guided.iter_guided_stack(centred.astype(compute), sig_c, eps, probe.astype(compute))
+        stack = yield from counted(gen, [0], total)
+        y = to_tensor(stack).contiguous()
+        z = yield from shifted(_guided.iter_guided(y, sig_c, cfg, rng, eps=eps, tiles=tiles), steps)
+        return back(z)
+    y = to_tensor(centred).contiguous()
     # the steps run on a compute worker: one torch thread, nothing spin-waits
     # next to other work (the guided method above schedules its own tasks)
+    core = _core(cfg, nd)
     if tiles is None:
         z = yield from iter_in_pool(core(y, sig / scale, cfg, rng))
     else:
         z = yield from iter_in_pool(_tiling.iter_tiled(y, sig / scale, cfg, rng, core, tiles))
-    out = z.permute(*range(1, nd + 1), 0).cpu().numpy().astype(np.float64) * scale + center
-    if noise.kind != "gaussian":
-        out = _vst.gat_inverse(out, noise)
-    return out
+    return back(z)

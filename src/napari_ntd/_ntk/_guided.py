@@ -215,14 +215,6 @@ def nystrom_bases(x: torch.Tensor, columns: torch.Tensor, cfg: Any) -> Bases:
     return Bases(kernel=kernel, q=q, values=values)
 
 
-def _gains(values: torch.Tensor, ts: np.ndarray) -> torch.Tensor:
-    """Twicing gains ``1 - (1 - lambda)^t`` (B, T, m); ``t = 0`` gives 0."""
-    lam = values.clamp(0.0, 1.0)
-    t = torch.as_tensor(ts, dtype=torch.float64, device=lam.device)
-    g = -torch.expm1(t[None, :, None] * torch.log1p(-lam)[:, None, :])
-    return torch.where(t[None, :, None] == 0, 0.0, g)
-
-
 def guided_batch(
     stack: torch.Tensor, columns: torch.Tensor, sigma: float, cfg: Any, eps: float
 ) -> torch.Tensor:
@@ -242,24 +234,21 @@ def guided_batch(
     # the perturbed run needs its own basis: keeping the pilot's (leaving the
     # filter's dependence on y out of the divergence) made SURE pick too large
     # a t (-0.47 dB mean on the benchmark crops)
-    two = auto
-    pilots = torch.cat([groups[1], groups[3]]) if two else groups[1]
-    bases = nystrom_bases(pilots, torch.cat([columns, columns]) if two else columns, cfg)
+    pilots = torch.cat([groups[1], groups[3]]) if auto else groups[1]
+    bases = nystrom_bases(pilots, torch.cat([columns, columns]) if auto else columns, cfg)
     ts = np.concatenate([[0], _twicing.t_grid()]) if auto else np.array([int(cfg.n_iter)])
-    g_all = _gains(bases.values, ts)  # (B or 2B, T, m)
+    g_all = _twicing.gains(bases.values, ts)  # (B or 2B, T, m)
     g = g_all[:b]
     base = Bases(bases.kernel[:b], bases.q[:b], bases.values[:b])
-    c = base.coef(y - p)  # (B, C, m)
+    r = y - p
+    c = base.coef(r)  # (B, C, m)
     if auto:
-        if two:
-            eps_base = Bases(bases.kernel[b:], bases.q[b:], bases.values[b:])
-            g_eps = g_all[b:]
-        else:
-            eps_base, g_eps = base, g
+        eps_base = Bases(bases.kernel[b:], bases.q[b:], bases.values[b:])
+        g_eps = g_all[b:]
         c_eps = eps_base.coef(y_eps - p_eps)
         # z^t = p + V (g_t * c); V has orthonormal columns, so
         # ||y - z^t||^2 = ||y - p||^2 - 2 <g_t c, c> + ||g_t c||^2.
-        res = ((y - p) ** 2).sum(-1)[..., None] - (
+        res = (r**2).sum(-1)[..., None] - (
             g[:, None] * (2.0 - g[:, None]) * (c**2)[:, :, None]
         ).sum(-1)
         b_z = (probe * p).sum(-1)[..., None] + (

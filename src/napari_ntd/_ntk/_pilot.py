@@ -238,23 +238,25 @@ def iter_pilots(images: list[np.ndarray], sigma: float) -> Generator[None, None,
     """
     from .._util._parallel import submit_all
 
-    if sigma <= 0:
+    if sigma <= 0:  # nothing to filter; the same steps all the same
+        yield
+        yield
         return [img.copy() for img in images]
-    first = submit_all(
+    futures = submit_all(
         lambda kind, img: nlm(img, sigma) if kind == "nlm" else _hard_pass(img, sigma),
         [(kind, img) for img in images for kind in ("nlm", "hard")],
     )
     try:
-        parts = [f.result() for f in first]
+        parts = [f.result() for f in futures]
         yield
-        second = submit_all(
+        futures = submit_all(
             lambda img, nl, hard: _wiener_pass(img, nl, hard, sigma),
             [(img, parts[2 * i], parts[2 * i + 1]) for i, img in enumerate(images)],
         )
-        out = [f.result() for f in second]
+        out = [f.result() for f in futures]
         yield
     finally:  # closed early: drop what has not started
-        for f in first:
+        for f in futures:
             f.cancel()
     return out
 

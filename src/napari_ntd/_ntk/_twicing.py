@@ -42,13 +42,14 @@ def t_grid(t_max: int = T_MAX) -> np.ndarray:
 def gains(values: torch.Tensor, t) -> torch.Tensor:
     """Twicing gains ``1 - (1 - lambda)^t`` for each ``t`` (rows) and eigenvalue.
 
-    ``t = 0`` gives 0 for every ``lambda`` (``0^0 = 1``, also at ``lambda = 1``).
+    ``values`` (..., k) gives (..., T, k). ``t = 0`` gives 0 for every
+    ``lambda`` (``0^0 = 1``, also at ``lambda = 1``).
     """
     lam = values.double().clamp(0.0, 1.0)
     t = torch.as_tensor(np.atleast_1d(t), dtype=torch.float64, device=lam.device)
     # (1 - lam)^t via exp(t log1p(-lam)), accurate for small lam; lam == 1 gives
     # exp(-inf) = 0 for t > 0, but 0 * -inf = NaN at t == 0, whose gain is 0
-    g = -torch.expm1(t[:, None] * torch.log1p(-lam)[None, :])
+    g = -torch.expm1(t[:, None] * torch.log1p(-lam)[..., None, :])
     return torch.where(t[:, None] == 0, torch.zeros_like(g), g)
 
 

@@ -150,7 +150,7 @@ class DenoiseWidget(Container):
                 self.status,
             ]
         )
-        self.sigma_auto.changed.connect(self._on_sigma_auto)
+        self.sigma_auto.changed.connect(self._refresh_noise)
         self.noise_model.changed.connect(self._refresh_noise)
         self.image.changed.connect(self._on_layer)
         self.iter_auto.changed.connect(lambda v: setattr(self.n_iter, "enabled", not v))
@@ -202,9 +202,6 @@ class DenoiseWidget(Container):
         if new != self._dims and self.patch_size.value == default_patch_size(method, self._dims):
             self.patch_size.value = default_patch_size(method, new)
         self._dims = new
-
-    def _on_sigma_auto(self, auto: bool) -> None:
-        self._refresh_noise()
 
     def _update_restore(self) -> None:
         layer = self.image.value

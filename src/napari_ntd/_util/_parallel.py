@@ -76,12 +76,12 @@ def _set_process_default(n: int) -> None:
     t.join()
 
 
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run torch with ``n`` intra-op threads in *this* thread only, for the block.
+def _set_this_thread(n: int) -> int:
+    """Set this thread's torch thread count to ``n``, keep the process default.
 
-    The thread's own count and the process-wide default for new threads are
-    restored on exit (and the default right away on entry).
+    Returns the count the thread had. torch initialises a thread's count
+    lazily, on its first query or parallel op, from the process default: the
+    query below does that first, so that ``n`` is not overridden later.
     """
     with _lock:
         default = _fresh_thread_default()
@@ -89,23 +89,25 @@ def torch_threads(n: int) -> Iterator[None]:
         if before != n:
             torch.set_num_threads(n)
             _set_process_default(default)
+    return before
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run torch with ``n`` intra-op threads in *this* thread only, for the block.
+
+    The thread's own count and the process-wide default for new threads are
+    restored on exit (and the default right away on entry).
+    """
+    before = _set_this_thread(n)
     try:
         yield
     finally:
-        if before != n:
-            with _lock:
-                torch.set_num_threads(before)
-                _set_process_default(default)
+        _set_this_thread(before)
 
 
 def _init_worker() -> None:
-    with _lock:
-        default = _fresh_thread_default()
-        # torch initialises a thread's count lazily, on its first query or
-        # parallel op, from the process default: do it now, then override
-        torch.get_num_threads()
-        torch.set_num_threads(1)
-        _set_process_default(default)
+    _set_this_thread(1)
 
 
 def compute_pool() -> ThreadPoolExecutor:
