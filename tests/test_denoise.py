@@ -118,7 +118,8 @@ def test_sigma_scales_with_preserve_range(noisy_camera):
     _, noisy, sigma = noisy_camera
     a = denoise_ntd(noisy, sigma=sigma, **FAST)
     b = denoise_ntd(noisy * 255, sigma=sigma * 255, **FAST)
-    np.testing.assert_allclose(b / 255, a, atol=1e-6)
+    # float32 pilot (non-local Bayes): equal to float32 rounding through the solves
+    np.testing.assert_allclose(b / 255, a, atol=5e-5)
 
 
 def test_input_not_modified_and_readonly_noncontiguous_bigendian(noisy_camera):

@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ._api import (
     METHODS,
     check_options,
+    default_n_iter,
     default_patch_size,
     denoise_dip,
     denoise_ntd,
@@ -31,6 +32,7 @@ __all__ = [
     "NoiseModel",
     "__version__",
     "check_options",
+    "default_n_iter",
     "default_patch_size",
     "denoise_dip",
     "denoise_ntd",

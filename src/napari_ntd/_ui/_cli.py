@@ -313,7 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("guided", "nystrom", "exact"),
         help="guided (default), nystrom (the paper's), exact (small images)",
     )
-    den.add_argument("--n-iter", type=iterations, default="auto", help="int or auto (MC-SURE)")
+    den.add_argument(
+        "--n-iter",
+        type=iterations,
+        default=None,
+        help="int or auto (MC-SURE); default 200 for guided 2D, auto otherwise",
+    )
     den.add_argument(
         "--patch-size", type=int, default=None, help="patch side (11; 5 for guided volumes)"
     )

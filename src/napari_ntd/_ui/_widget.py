@@ -110,7 +110,7 @@ class DenoiseWidget(Container):
             label="sigma (layer units)", value=0.0, min=0.0, max=1e9, step=0.005
         )
         self.sigma.enabled = False
-        self.iter_auto = CheckBox(text="iterations by SURE", value=True)
+        self.iter_auto = CheckBox(text="default iterations (guided: 200, else SURE)", value=True)
         self.n_iter = SpinBox(label="iterations", value=50, min=0, max=100_000)
         self.n_iter.enabled = False
         self.patch_size = SpinBox(label="patch size", value=default_patch_size(), min=1, max=31)
@@ -284,7 +284,7 @@ class DenoiseWidget(Container):
         return {
             "spatial_dims": self.spatial_dims,
             "method": self.method.value,
-            "n_iter": "auto" if self.iter_auto.value else int(self.n_iter.value),
+            "n_iter": None if self.iter_auto.value else int(self.n_iter.value),
             "channel_axis": -1 if layer.rgb else None,
             "patch_size": int(self.patch_size.value),
             "device": None if self.device.value == "auto" else self.device.value,
