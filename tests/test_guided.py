@@ -35,21 +35,18 @@ def test_guided_beats_faithful_nystrom(seed):
 
 
 def test_guided_not_worse_than_its_pilot_and_sure_near_oracle():
-    """MC-SURE over t (t = 0 is the pilot) lands near the best fixed t; the default
-    fixed t is not worse than the pilot."""
+    """MC-SURE over t (t = 0 is the pilot) lands near the best fixed t."""
     clean, noisy = _case(0)
-    auto = psnr(clean, denoise_ntd(noisy, sigma=SIGMA, seed=0, n_iter="auto"), data_range=1)
+    auto = psnr(clean, denoise_ntd(noisy, sigma=SIGMA, seed=0), data_range=1)  # the default
     pilot = psnr(clean, make_pilot(noisy[..., None], SIGMA)[..., 0], data_range=1)
     fixed = {
         t: psnr(clean, denoise_ntd(noisy, sigma=SIGMA, seed=0, n_iter=t), data_range=1)
         for t in (1, 10, 100, 1000, 10_000, 100_000)
     }
     best = max(pilot, *fixed.values())
-    # measured: SURE 0.16 dB below the best t on the non-local Bayes pilot
-    assert auto >= best - 0.25, (auto, pilot, fixed)
-    assert auto >= pilot - 0.15
-    default = psnr(clean, denoise_ntd(noisy, sigma=SIGMA, seed=0), data_range=1)
-    assert default >= pilot + 0.02, (default, pilot)  # measured +0.06
+    # measured: 29.586 against the best fixed t's 29.587 (pilot 29.527)
+    assert auto >= best - 0.1, (auto, pilot, fixed)
+    assert auto >= pilot
     # the candidates differ by more than the tolerance, so choosing t matters
     assert max(fixed.values()) - min(fixed.values()) > 0.4
 
@@ -270,21 +267,35 @@ def _periodic_texture(n=96, period=6):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize(("n_iter", "least"), [(None, 0.04), ("auto", 0.25)])
-def test_guided_ntk_stage_improves_on_its_pilot(seed, n_iter, least):
+def test_guided_ntk_stage_improves_on_its_pilot(seed):
     """The NTK twicing adds to the pilot where the pilot over-smooths a fine texture.
 
     On a repeated random texture at sigma = 0.15 the non-local Bayes pilot
-    gains ~3 dB over the noisy image; the default fixed t adds 0.09 / 0.07 dB
-    (noise seeds 0, 1) and SURE over t (t = 0 being the pilot) 0.39 / 0.39 dB.
-    A stage that returned the pilot fails both checks.
+    gains ~3 dB over the noisy image; the default (SURE over t, t = 0 being
+    the pilot) adds 0.33 / 0.39 dB more (noise seeds 0, 1). A SURE that
+    always chose t = 0 returns the pilot and fails both checks.
     """
     sigma = 0.15
     clean = _periodic_texture()
     noisy = clean + sigma * np.random.default_rng(seed).standard_normal(clean.shape)
-    out = denoise_ntd(noisy, sigma=sigma, seed=seed, n_iter=n_iter)
+    out = denoise_ntd(noisy, sigma=sigma, seed=seed)
     pilot = denoise_ntd(noisy, sigma=sigma, n_iter=0)
     gain = psnr(clean, out, data_range=1) - psnr(clean, pilot, data_range=1)
     change = np.sqrt(np.mean((out - pilot) ** 2))
-    assert gain > least, gain
-    assert change > 0.1 * sigma * least / 0.25, change
+    assert gain > 0.2, gain
+    assert change > 0.1 * sigma, change
+
+
+def test_sure_does_not_undo_the_pilot_on_a_smooth_image():
+    """Where the pilot is near perfect, SURE must keep t ~ 0.
+
+    On the smooth ``clock`` crop at sigma 50 / 255 the default stayed within
+    0.05 dB of its pilot (measured), where the paper's 0.01 sigma SURE
+    perturbation, facing the non-local Bayes pilot's jumps, lost ~5 dB.
+    """
+    clean = img_as_float(data.clock())[100:196, 150:246]
+    sigma = 50 / 255
+    noisy = clean + sigma * np.random.default_rng(0).standard_normal(clean.shape)
+    out = psnr(clean, denoise_ntd(noisy, sigma=sigma, seed=0), data_range=1)
+    pilot = psnr(clean, denoise_ntd(noisy, sigma=sigma, n_iter=0), data_range=1)
+    assert out > pilot - 0.15, (out, pilot)

@@ -52,13 +52,6 @@ EXACT_MAX_PIXELS = 64 * 64
 GUIDED_PATCH_3D = 5
 
 
-#: Twicing steps of the guided method on 2D images (``n_iter=None``): a fixed
-#: ``t``, no SURE run. On the non-local Bayes pilot, Monte-Carlo SURE (which
-#: needs a second pilot) chose worse ``t`` than this fixed one: -0.14 dB
-#: against +0.11 dB over the pilot on the benchmark crops, at twice the cost.
-GUIDED_T = 200
-
-
 #: Twicing steps of the guided method on time-lapse frames (``time_axis``): 0,
 #: the pilot alone. The NTK stage sees one frame's noisy residual only; on the
 #: benchmark time-lapse it changed the time-lapse pilot by +0.03 / -0.01 dB
@@ -71,13 +64,13 @@ def default_n_iter(
 ) -> int | str:
     """The ``n_iter`` ``denoise_ntd`` uses for ``n_iter=None``.
 
-    :data:`GUIDED_T` for the guided method on 2D images, :data:`TIMELAPSE_T`
-    on time-lapse frames; ``'auto'`` (Monte-Carlo SURE) otherwise.
+    :data:`TIMELAPSE_T` (0: the pilot alone) on time-lapse frames
+    (``time_axis``); ``'auto'`` (Monte-Carlo SURE) otherwise.
     """
     method = "guided" if method is None else method
     if method == "guided" and time_axis is not None:
         return TIMELAPSE_T
-    return GUIDED_T if (method == "guided" and spatial_dims == 2) else "auto"
+    return "auto"
 
 
 def default_patch_size(method: str | None = None, spatial_dims: int = 2) -> int:
@@ -691,13 +684,22 @@ def denoise_ntd(
         ``architecture``, ``optimizer``, ``input``, ``width``, ``lr`` still
         works but is deprecated (removed in 0.3).
     n_iter : int, 'auto' or None
-        Twicing iterations ``t``. ``None`` (default): :data:`GUIDED_T` (200)
-        for the guided method on 2D images (measured on the benchmark crops:
-        +0.11 dB over its pilot), ``'auto'`` otherwise. ``'auto'`` chooses
+        Twicing iterations ``t``. ``None`` (default): ``'auto'``, or 0 (the
+        pilot alone) for time-lapse data (``time_axis``). ``'auto'`` chooses
         ``t`` by Monte-Carlo SURE (one extra pass on ``y + eps b`` with the
         same columns; for the guided method a second pilot too), separately
-        for each channel. ``0`` (guided method only) returns its pilot alone:
-        no NTK stage, the fastest setting.
+        for each channel and tile. ``0`` (guided method only) returns its
+        pilot alone: no NTK stage.
+    time_axis : int, optional
+        The axis of time in a time-lapse (guided method, 2D frames): each
+        frame is denoised with its neighbours, whose similar patches join
+        its groups (:mod:`napari_ntd._engine._timelapse`; robust to motion:
+        patches are grouped by similarity, within a small search window).
+        Other leading axes are independent time-lapses.
+    time_window : int
+        With ``time_axis``: neighbouring frames on each side (default 2).
+        Output frame ``t`` reads input frames ``t - 6 .. t + 6`` (three
+        times the window).
     channel_axis : int, optional
         Axis of the channels. All channels share one kernel computed from
         their joint patches (appendix E) and are filtered separately.

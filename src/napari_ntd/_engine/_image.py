@@ -143,7 +143,8 @@ def iter_image(
     if cfg.method == "guided":  # pilot, perturbed pilot and probe as channel groups
         sig_c = sig / scale
         auto = cfg.n_iter == "auto"
-        eps = sure_eps(sig_c, spread / scale, float(np.finfo(compute).eps)) if auto else 0.0
+        tiny = float(np.finfo(compute).eps)
+        eps = sure_eps(sig_c, spread / scale, tiny, _guided.SURE_EPS) if auto else 0.0
         probe = torch.randn(centred.shape, generator=rng, dtype=torch.float64).numpy()
         total = steps + len(_guided.batches(img.shape[:-1], tiles, cfg, img.shape[-1]))
         gen = _guided.iter_guided_stack(centred.astype(compute), sig_c, eps, probe.astype(compute))

@@ -26,10 +26,10 @@ __all__ = ["PlaneFit", "iter_fit_plane", "iter_denoise_plane", "iter_denoise_vol
 SURE_EPS = 1e-2
 
 
-def sure_eps(sigma: float, spread: float, tiny: float) -> float:
-    """Size of the Monte-Carlo SURE perturbation: ``SURE_EPS`` times the noise
-    level, kept away from zero for (nearly) noise-free images."""
-    return SURE_EPS * max(sigma, 1e-3 * spread, tiny)
+def sure_eps(sigma: float, spread: float, tiny: float, rel: float = SURE_EPS) -> float:
+    """Size of the Monte-Carlo SURE perturbation: ``rel`` (``SURE_EPS``) times
+    the noise level, kept away from zero for (nearly) noise-free images."""
+    return rel * max(sigma, 1e-3 * spread, tiny)
 
 
 @dataclass(frozen=True)
