@@ -146,3 +146,40 @@ def test_raw_counts_keep_their_units_with_the_fitted_model(tmp_path):
     assert main(["denoise", str(src), str(out), "--quiet", "--seed", "0"]) == 0
     den = tifffile.imread(out)
     assert den.dtype == np.float32 and abs(float(np.median(den)) - np.median(2 * clean + 100)) < 5
+
+
+def test_time_axis_denoises_a_time_lapse_stack(tmp_path):
+    """--time-axis 0: each frame with its neighbours; the output has the input's shape."""
+    from napari_ntd import denoise_ntd
+
+    clean = data.camera()[100:152, 200:248].astype(np.float64) * 200
+    frames = np.stack([clean[t : t + 48] for t in range(4)])  # drifting a pixel a frame
+    noisy = frames + np.random.default_rng(0).normal(0, 2000, frames.shape)
+    img = np.clip(noisy, 0, 65535).astype(np.uint16)
+    src, dst = tmp_path / "movie.tif", tmp_path / "out.tif"
+    tifffile.imwrite(src, img, photometric="minisblack")  # 4 frames, not RGBA
+    argv = ["denoise", str(src), str(dst), "--time-axis", "0", "--sigma", "2000"]
+    assert main([*argv, "--time-window", "1", "--seed", "0", "--quiet"]) == 0
+    out = tifffile.imread(dst)
+    assert out.dtype == np.float32 and out.shape == img.shape
+    expected = denoise_ntd(img, sigma=2000, time_axis=0, time_window=1, seed=0, preserve_range=True)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-2)
+    assert np.std(np.diff(out, axis=2)) < 0.7 * np.std(np.diff(img.astype(float), axis=2))
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--time-window", "1"], ["--time-window", "--time-axis"]),
+        (["--time-axis", "0", "--n-iter", "auto"], ["--n-iter", "--time-axis"]),
+        (["--time-axis", "0", "--method", "nystrom"], ["--time-axis", "guided"]),
+        (["--time-axis", "0", "--time-window", "-1"], ["--time-window", ">= 0"]),
+    ],
+)
+def test_time_options_are_usage_errors_before_any_file_is_read(tmp_path, capsys, argv, words):
+    missing = str(tmp_path / "nope.tif")
+    assert main(["denoise", missing, str(tmp_path / "out.tif"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "nope" not in err
+    assert all(w in err for w in words), err
+    assert "time_window" not in err and "time_axis" not in err  # the CLI's terms

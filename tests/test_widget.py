@@ -139,6 +139,106 @@ def test_widget_3d_volume_needs_three_axes(qtbot, viewer_widget, noisy):
     assert [lay.name for lay in viewer.layers] == ["flat"]
 
 
+def _movie(n_frames=4, seed=0):
+    """A small noisy time-lapse (T, 48, 48): the camera crop drifting by a pixel a frame."""
+    clean = img_as_float(data.camera())[100 : 148 + n_frames, 200:248]
+    frames = np.stack([clean[t : t + 48] for t in range(n_frames)])
+    noisy = frames + SIGMA * np.random.default_rng(seed).standard_normal(frames.shape)
+    return frames, noisy.astype(np.float32)
+
+
+def test_widget_time_lapse_scope(qtbot, viewer_widget, monkeypatch):
+    """Scope "time-lapse": the whole stack with time_axis=0 and the library's defaults."""
+    from napari_ntd import denoise_ntd
+    from napari_ntd._ui import _widget
+
+    calls = []
+    real = _widget.iter_denoise_ntd
+
+    def recording(image, **kwargs):
+        calls.append((np.shape(image), kwargs))
+        return (yield from real(image, **kwargs))
+
+    monkeypatch.setattr(_widget, "iter_denoise_ntd", recording)
+    viewer, widget = viewer_widget
+    clean, movie = _movie()
+    layer = viewer.add_image(movie, name="movie", scale=(5.0, 2.0, 2.0), translate=(1, 2, 3))
+    assert not widget.time_window.enabled  # only for the time-lapse scope
+    widget.scope.value = "time-lapse (neighbouring frames)"
+    assert widget.time_window.enabled and widget.time_window.value == 2  # the library's
+    assert widget.patch_size.value == 11 and "pilot alone" in widget.iter_auto.text
+    widget.sigma_auto.value = False
+    widget.sigma.value = SIGMA
+    steps = []
+    widget.reset_choices()
+    widget.image.value = layer
+    widget.run_button.clicked.emit()
+    assert "time-lapse" in widget.status.value
+    widget._worker.yielded.connect(steps.append)
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+
+    (shape, kwargs), *more = calls
+    assert not more and shape == movie.shape  # one call on the whole stack
+    assert kwargs["time_axis"] == 0 and kwargs["time_window"] == 2
+    assert kwargs["n_iter"] is None and kwargs["spatial_dims"] == 2  # the library's default t
+    out = viewer.layers["movie denoised"]
+    assert out.data.shape == movie.shape and out.data.dtype == np.float32
+    np.testing.assert_array_equal(out.scale, layer.scale)
+    np.testing.assert_array_equal(out.translate, layer.translate)
+    expected = denoise_ntd(movie, sigma=SIGMA, time_axis=0, seed=0, preserve_range=True)
+    np.testing.assert_allclose(out.data, expected, atol=1e-6)
+    assert psnr(clean, out.data, data_range=1) > psnr(clean, movie, data_range=1) + 2
+    assert steps and steps[-1][0] == steps[-1][1] and widget.progress_bar.value == 100
+
+    # a window and an iteration count of the user's, in place, then Restore
+    widget.time_window.value = 1
+    widget.iter_auto.value = False
+    widget.n_iter.value = 3
+    widget.output.value = "in place"
+    _run(qtbot, widget, layer)
+    assert calls[-1][1]["time_window"] == 1 and calls[-1][1]["n_iter"] == 3
+    assert layer.data.shape == movie.shape and ORIGINAL_KEY in layer.metadata
+    widget.restore_button.clicked.emit()
+    np.testing.assert_array_equal(layer.data, movie)
+
+
+def test_widget_time_lapse_rgb(qtbot, viewer_widget):
+    """An RGB time-lapse (T, H, W, 3): channels as for the other scopes."""
+    viewer, widget = viewer_widget
+    clean = img_as_float(data.astronaut())[30:70, 180:220]
+    frames = np.stack([clean, clean, clean])
+    noisy = np.clip(frames + SIGMA * np.random.default_rng(1).standard_normal(frames.shape), 0, 1)
+    layer = viewer.add_image(noisy, name="rgb movie", rgb=True)
+    widget.scope.value = "time-lapse (neighbouring frames)"
+    _run(qtbot, widget, layer)
+    out = viewer.layers["rgb movie denoised"]
+    assert out.rgb and out.data.shape == noisy.shape
+    assert psnr(frames, out.data, data_range=1) > psnr(frames, noisy, data_range=1) + 2
+
+
+def test_widget_time_lapse_needs_frames_and_the_guided_method(qtbot, viewer_widget, noisy):
+    from napari.utils.notifications import notification_manager
+
+    viewer, widget = viewer_widget
+    start = len(notification_manager.records)
+    flat = viewer.add_image(noisy, name="flat")
+    widget.scope.value = "time-lapse (neighbouring frames)"
+    widget.reset_choices()
+    widget.image.value = flat
+    widget.run_button.clicked.emit()
+    assert not widget.running
+    assert "not a time-lapse" in widget.status.value and "first axis" in widget.status.value
+    _, movie = _movie(3)
+    layer = viewer.add_image(movie, name="movie")
+    widget.method.value = "nystrom"
+    widget.reset_choices()
+    widget.image.value = layer
+    widget.run_button.clicked.emit()
+    assert not widget.running and "guided" in widget.status.value
+    assert len(_errors(start)) == 2
+    assert [lay.name for lay in viewer.layers] == ["flat", "movie"]
+
+
 def test_widget_in_place_and_restore(qtbot, viewer_widget, clean, noisy):
     viewer, widget = viewer_widget
     original = (np.clip(noisy, 0, 1) * 255).astype(np.uint8)

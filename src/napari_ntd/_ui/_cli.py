@@ -151,6 +151,10 @@ def _options(args: argparse.Namespace) -> dict:
     }
     if args.n_columns is not None:
         options["n_columns"] = args.n_columns
+    if args.time_axis is not None:
+        options["time_axis"] = args.time_axis
+    if args.time_window is not None:  # the library says when it does not apply
+        options["time_window"] = args.time_window
     try:
         check_options(**options)
     except (ValueError, TypeError, NotImplementedError) as err:
@@ -166,6 +170,8 @@ _FLAGS = {
     "patch_size": "--patch-size",
     "n_iter": "--n-iter",
     "spatial_dims": "--spatial-dims",
+    "time_axis": "--time-axis",
+    "time_window": "--time-window",
     "noise_model": "--noise-model",
     "read_noise": "--read-noise",
     "channel_axis": "--channel-axis",
@@ -317,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-iter",
         type=iterations,
         default=None,
-        help="int or auto (MC-SURE); default 200 for guided 2D, auto otherwise",
+        help="int or auto (MC-SURE); default 200 for guided 2D, 0 with --time-axis, auto otherwise",
     )
     den.add_argument(
         "--patch-size", type=int, default=None, help="patch side (11; 5 for guided volumes)"
@@ -328,6 +334,19 @@ def build_parser() -> argparse.ArgumentParser:
     den.add_argument("--channel-axis", type=int, default=None, help="axis of the channels")
     den.add_argument(
         "--spatial-dims", type=int, choices=(2, 3), default=2, help="3: r x r x r patches"
+    )
+    den.add_argument(
+        "--time-axis",
+        type=int,
+        default=None,
+        help="axis of time in a time-lapse: each 2D frame is denoised with its neighbouring "
+        "frames (guided method, 2D frames; default: none, the frames independently)",
+    )
+    den.add_argument(
+        "--time-window",
+        type=int,
+        default=None,
+        help="neighbouring frames on each side of a frame (needs --time-axis; default 2)",
     )
     den.add_argument("--seed", type=int, default=None, help="seed (image k of a stack: seed+k)")
     den.add_argument("--quiet", action="store_true", help="no progress bar or per-file lines")

@@ -4,17 +4,20 @@ No algorithm lives here, and only the public API is used. The widget fits
 the noise of the current plane as soon as a layer is picked
 (:func:`napari_ntd.estimate_noise`: the model and its parameters, in the
 layer's units, are shown before Run and are what the run uses), runs
-``iter_denoise_ntd`` on the current slice, the whole stack (plane by plane)
-or the 3D volumes in a ``thread_worker`` (a generator, so Cancel stops it
-between steps) with a progress bar in the widget, and writes the result, in
-the layer's units (``preserve_range``; float32), to a new layer or into the
-layer (keeping the original in ``layer.metadata[ORIGINAL_KEY]`` for
-Restore), optionally with the noise it removed. napari is imported lazily
-so that ``import napari_ntd`` does not import it.
+``iter_denoise_ntd`` on the current slice, the whole stack (plane by plane),
+the 3D volumes or a time-lapse (the first axis is time: ``time_axis=0``,
+each frame with its neighbours) in a ``thread_worker`` (a generator, so
+Cancel stops it between steps) with a progress bar in the widget, and writes
+the result, in the layer's units (``preserve_range``; float32), to a new
+layer or into the layer (keeping the original in
+``layer.metadata[ORIGINAL_KEY]`` for Restore), optionally with the noise it
+removed. napari is imported lazily so that ``import napari_ntd`` does not
+import it.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,6 +37,7 @@ from .. import (
     METHODS,
     DIPConfig,
     NoiseModel,
+    default_n_iter,
     default_patch_size,
     estimate_noise,
     iter_denoise_dip,
@@ -53,8 +57,18 @@ ORIGINAL_KEY = "napari_ntd_original"
 #: Side of the central crop of the current plane the noise is fitted on.
 _FIT_SIDE = 1024
 
+#: The scope that denoises a time-lapse: the first axis is time (``time_axis=0``).
+_TIMELAPSE = "time-lapse (neighbouring frames)"
+
 #: Scope choices of the widget and the spatial dimensions each denoises.
-_SCOPES = {"current slice": 2, "whole stack": 2, "3D volume": 3}
+_SCOPES = {"current slice": 2, "whole stack": 2, "3D volume": 3, _TIMELAPSE: 2}
+
+
+def _time_window_default() -> int:
+    """The library's default ``time_window`` (read from the public signature)."""
+    default = inspect.signature(iter_denoise_ntd).parameters["time_window"].default
+    return int(getattr(default, "value", default))  # a marker telling "not given" apart
+
 
 _METHOD_LABELS = {
     "guided": "guided NTD (best)",
@@ -110,7 +124,7 @@ class DenoiseWidget(Container):
             label="sigma (layer units)", value=0.0, min=0.0, max=1e9, step=0.005
         )
         self.sigma.enabled = False
-        self.iter_auto = CheckBox(text="default iterations (guided: 200, else SURE)", value=True)
+        self.iter_auto = CheckBox(text="default iterations", value=True)
         self.n_iter = SpinBox(label="iterations", value=50, min=0, max=100_000)
         self.n_iter.enabled = False
         self.patch_size = SpinBox(label="patch size", value=default_patch_size(), min=1, max=31)
@@ -118,6 +132,10 @@ class DenoiseWidget(Container):
         self.device = ComboBox(label="device", choices=_devices(), value="auto")
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.scope = ComboBox(label="planes", choices=list(_SCOPES))
+        self.time_window = SpinBox(
+            label="time window (frames each side)", value=_time_window_default(), min=0, max=50
+        )
+        self.time_window.enabled = False
         self.output = ComboBox(label="output", choices=["new layer", "in place"])
         self.residual = CheckBox(text="also add the noise removed (input - output)", value=False)
         self.run_button = PushButton(text="Run")
@@ -141,6 +159,7 @@ class DenoiseWidget(Container):
                 self.device,
                 self.seed,
                 self.scope,
+                self.time_window,
                 self.output,
                 self.residual,
                 self.run_button,
@@ -158,10 +177,12 @@ class DenoiseWidget(Container):
         self.method.changed.connect(
             lambda m: setattr(self.patch_size, "enabled", m != "dip")  # the U-Net: 3 x 3
         )
+        self.method.changed.connect(self._refresh_iter_label)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.restore_button.changed.connect(self.restore)
         viewer.dims.events.current_step.connect(self._on_slice)
+        self._refresh_iter_label()
         self._on_layer()
 
     # -- state ----------------------------------------------------------------
@@ -175,6 +196,11 @@ class DenoiseWidget(Container):
     def spatial_dims(self) -> int:
         """3 when the scope is ``"3D volume"`` (the last three axes), else 2."""
         return _SCOPES[self.scope.value]
+
+    @property
+    def timelapse(self) -> bool:
+        """Whether the scope is the time-lapse one (the first axis is time)."""
+        return self.scope.value == _TIMELAPSE
 
     def _data(self, layer: Any) -> Any:
         return layer.data[0] if layer.multiscale else layer.data
@@ -202,6 +228,15 @@ class DenoiseWidget(Container):
         if new != self._dims and self.patch_size.value == default_patch_size(method, self._dims):
             self.patch_size.value = default_patch_size(method, new)
         self._dims = new
+        self.time_window.enabled = scope == _TIMELAPSE
+        self._refresh_iter_label()
+
+    def _refresh_iter_label(self, *_: Any) -> None:
+        """Say what "default iterations" means for this method and scope (the library's)."""
+        time_axis = 0 if self.timelapse else None
+        n = default_n_iter(self.method.value, self.spatial_dims, time_axis)
+        what = {"auto": "SURE", 0: "0, the pilot alone"}.get(n, n)
+        self.iter_auto.text = f"default iterations ({what})"
 
     def _update_restore(self) -> None:
         layer = self.image.value
@@ -281,6 +316,9 @@ class DenoiseWidget(Container):
         return {"noise_model": kind, "sigma": None}  # fitted by the library
 
     def _options(self, layer: Any) -> dict[str, Any]:
+        timelapse = (
+            {"time_axis": 0, "time_window": int(self.time_window.value)} if self.timelapse else {}
+        )
         return {
             "spatial_dims": self.spatial_dims,
             "method": self.method.value,
@@ -290,6 +328,7 @@ class DenoiseWidget(Container):
             "device": None if self.device.value == "auto" else self.device.value,
             "seed": int(self.seed.value),
             "preserve_range": True,  # the layer's units
+            **timelapse,
             **self._noise_options(),
         }
 
@@ -311,6 +350,15 @@ class DenoiseWidget(Container):
         if n_lead < 0:
             kind = "a 2D image" if nd == 2 else "a 3D volume"
             self._fail(f"layer {layer.name!r} is not {kind} (shape {data.shape})")
+            return
+        if self.timelapse and n_lead < 1:
+            self._fail(
+                f"layer {layer.name!r} is not a time-lapse (shape {data.shape}): the "
+                "time-lapse scope needs frames along the first axis"
+            )
+            return
+        if self.timelapse and self.method.value != "guided":
+            self._fail("the time-lapse scope works with guided NTD only")
             return
         if layer.multiscale and self.output.value == "in place":
             self._fail("in-place output is not supported for multiscale layers")
@@ -348,7 +396,8 @@ class DenoiseWidget(Container):
         self.cancel_button.enabled = True
         self.restore_button.enabled = False
         self.progress_bar.value = 0
-        what = "slice" if index is not None or n_lead == 0 else "stack"
+        what = "time-lapse" if self.timelapse else "stack"
+        what = "slice" if index is not None or n_lead == 0 else what
         self.status.value = f"denoising {layer.name} ({what})…"
         worker.start()
 
