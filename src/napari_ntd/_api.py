@@ -21,7 +21,7 @@ import torch
 
 from ._engine import _dask, _stacks, _tiling, _vst
 from ._engine._image import iter_image
-from ._engine._timelapse import DEFAULT_WINDOW, iter_timelapse
+from ._engine._timelapse import DEFAULT_WINDOW, iter_timelapse, timelapse_order
 from ._util._checks import check_layout, resolve_device
 from ._util._config import METHODS, NTDConfig, is_int
 from ._util._progress import make_reporter, nested_progress, run_to_end
@@ -365,23 +365,6 @@ def _run(
     return _finish(out, out_dtype, channel_axis)
 
 
-def _timelapse_order(shape: tuple[int, ...], time_axis: int, channel_axis: int | None) -> list[int]:
-    """Axis order ``(..., T, H, W[, C])`` of a time-lapse (H, W: the last two
-    axes that are neither channels nor time)."""
-    ndim = len(shape)
-    if not -ndim <= time_axis < ndim:
-        raise ValueError(f"time_axis={time_axis} is invalid for shape {shape}")
-    ta = time_axis % ndim
-    ch = None if channel_axis is None else channel_axis % ndim
-    if ta == ch:
-        raise ValueError(f"time_axis={time_axis} and channel_axis={channel_axis} are one axis")
-    others = [a for a in range(ndim) if a not in (ta, ch)]
-    if len(others) < 2:
-        raise ValueError(f"a time-lapse needs 2D frames besides time; got shape {shape}")
-    lead, spatial = others[:-2], others[-2:]
-    return [*lead, ta, *spatial, *([] if ch is None else [ch])]
-
-
 def _run_timelapse(
     image: Any, plan: _Plan, channel_axis: int | None, preserve_range: bool
 ) -> Generator[tuple[int, int], None, np.ndarray]:
@@ -391,7 +374,7 @@ def _run_timelapse(
     if raw.size == 0:
         raise ValueError(f"image is empty (shape {raw.shape})")
     check_layout(raw.dtype, raw.shape, channel_axis, 2)
-    order = _timelapse_order(raw.shape, plan.time_axis, channel_axis)
+    order = timelapse_order(raw.shape, plan.time_axis, channel_axis)
     moved = raw.transpose(order)
     ch = None if channel_axis is None else -1
     img, out_dtype, _ = _prepare(moved, ch, preserve_range, 2)
@@ -842,6 +825,7 @@ def denoise_ntd(
     if _dask.is_dask_array(image):  # lazy in, lazy out; every option passes through
         options = {k: v for k, v in locals().items() if k not in ("image", "dip_keywords")}
         _dip_from_keywords(method, dip_keywords, 3)
+        check_options(**{k: v for k, v in options.items() if k not in dip_keywords})
         return _dask.denoise_dask(image, denoise=denoise_ntd, **options)
     gen = iter_denoise_ntd(
         image,

@@ -1,5 +1,12 @@
 """Dask arrays in, lazy dask arrays out (out-of-core stacks, napari dask layers).
 
+Time-lapses (``time_axis``) are the exception to "no overlap": output frame
+``t`` reads input frames ``t - r .. t + r`` (``r = reach(time_window)``,
+:mod:`._timelapse`), so chunks along time overlap by ``r`` frames
+(:func:`dask.array.map_overlap`, no padding at the ends) and the result
+equals the numpy result frame for frame (for a given sigma or noise model:
+``'auto'`` is fitted per chunk).
+
 The graph is one :func:`dask.array.map_blocks` task per chunk of leading
 (stack) indices. The spatial and channel axes are merged into single chunks
 first, so that every image is denoised whole, exactly as with numpy input
@@ -66,6 +73,92 @@ def _denoise_block(
     return out
 
 
+def _denoise_movie_block(
+    block: np.ndarray,
+    *,
+    n_leading: int,
+    lead_shape: tuple[int, ...],
+    n_frames: int,
+    starts: tuple[int, ...],
+    depth: int,
+    base_seed: int,
+    out_dtype: np.dtype,
+    has_channels: bool,
+    denoise: Callable[..., np.ndarray],
+    options: dict[str, Any],
+    block_info: dict | None = None,
+) -> np.ndarray:
+    from .._util._parallel import torch_threads
+
+    where = block_info[0]["chunk-location"] if block_info else (0,) * (n_leading + 1)
+    loc = block_info[0]["array-location"][:n_leading] if block_info else [(0, 0)] * n_leading
+    chunk = where[n_leading]
+    first = starts[chunk] - (depth if chunk > 0 else 0)  # the overlapped block's first frame
+    out = np.empty(block.shape, dtype=out_dtype)
+    with torch_threads(1):
+        for idx in np.ndindex(*block.shape[:n_leading]):
+            glob = tuple(i + start for i, (start, _) in zip(idx, loc, strict=True))
+            k = int(np.ravel_multi_index(glob, lead_shape)) if n_leading else 0
+            out[idx] = denoise(
+                block[idx],
+                channel_axis=-1 if has_channels else None,
+                seed=base_seed + k * n_frames + first,
+                time_axis=0,
+                **options,
+            )
+    return out
+
+
+def _denoise_dask_timelapse(
+    image: Any,
+    *,
+    denoise: Callable[..., np.ndarray],
+    channel_axis: int | None,
+    time_axis: int,
+    time_window: Any,
+    seed: int | None,
+    options: dict[str, Any],
+) -> Any:
+    import dask.array as da
+    from dask.array.overlap import ensure_minimum_chunksize
+
+    from ._timelapse import DEFAULT_WINDOW, reach, timelapse_order
+
+    window = getattr(time_window, "value", time_window)
+    window = DEFAULT_WINDOW if window is None else window
+    order = timelapse_order(tuple(image.shape), time_axis, channel_axis)
+    arr = image.transpose(order)
+    has_channels = channel_axis is not None
+    t_ax = arr.ndim - 3 - has_channels
+    depth = reach(int(window))
+    time_chunks = ensure_minimum_chunksize(depth, arr.chunks[t_ax]) if depth else arr.chunks[t_ax]
+    arr = arr.rechunk({t_ax: time_chunks, **{ax: -1 for ax in range(t_ax + 1, arr.ndim)}})
+    base_seed = seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
+    out_dtype = _output_dtype(arr.dtype)
+    func = functools.partial(
+        _denoise_movie_block,
+        n_leading=t_ax,
+        lead_shape=tuple(arr.shape[:t_ax]),
+        n_frames=int(arr.shape[t_ax]),
+        starts=tuple(int(x) for x in np.cumsum((0, *arr.chunks[t_ax][:-1]))),
+        depth=depth,
+        base_seed=int(base_seed),
+        out_dtype=out_dtype,
+        has_channels=has_channels,
+        denoise=denoise,
+        options={**options, "time_window": time_window},
+    )
+    out = da.map_overlap(
+        func,
+        arr,
+        depth={t_ax: depth},
+        boundary="none",
+        dtype=out_dtype,
+        meta=np.empty((), out_dtype),
+    )
+    return out.transpose(tuple(int(a) for a in np.argsort(order)))
+
+
 def denoise_dask(
     image: Any,
     *,
@@ -74,6 +167,8 @@ def denoise_dask(
     spatial_dims: int = 2,
     seed: int | None = None,
     progress: Any = None,
+    time_axis: int | None = None,
+    time_window: Any = None,
     **options: Any,
 ) -> Any:
     """Lazy :func:`napari_ntd.denoise_ntd` of a dask array (same options).
@@ -92,6 +187,16 @@ def denoise_dask(
     if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
     check_layout(image.dtype, tuple(image.shape), channel_axis, spatial_dims)
+    if time_axis is not None:
+        return _denoise_dask_timelapse(
+            image,
+            denoise=denoise,
+            channel_axis=channel_axis,
+            time_axis=time_axis,
+            time_window=time_window,
+            seed=seed,
+            options=options,
+        )
     arr = image
     if channel_axis is not None:
         arr = da.moveaxis(arr, channel_axis, -1)

@@ -40,7 +40,14 @@ from .._util._parallel import submit_all
 from . import _tiling, _vst
 from ._image import SAFE_SPREAD, estimate_sigma, robust_center
 
-__all__ = ["DEFAULT_WINDOW", "SEARCH", "frame_steps", "iter_timelapse", "reach"]
+__all__ = [
+    "DEFAULT_WINDOW",
+    "SEARCH",
+    "frame_steps",
+    "iter_timelapse",
+    "reach",
+    "timelapse_order",
+]
 
 #: Neighbouring frames used on each side of a frame (``time_window``).
 DEFAULT_WINDOW = 2
@@ -52,16 +59,33 @@ DEFAULT_WINDOW = 2
 SEARCH = 2
 
 
+def timelapse_order(shape: tuple[int, ...], time_axis: int, channel_axis: int | None) -> list[int]:
+    """Axis order ``(..., T, H, W[, C])`` of a time-lapse (H, W: the last two
+    axes that are neither channels nor time)."""
+    ndim = len(shape)
+    if not -ndim <= time_axis < ndim:
+        raise ValueError(f"time_axis={time_axis} is invalid for shape {shape}")
+    ta = time_axis % ndim
+    ch = None if channel_axis is None else channel_axis % ndim
+    if ta == ch:
+        raise ValueError(f"time_axis={time_axis} and channel_axis={channel_axis} are one axis")
+    others = [a for a in range(ndim) if a not in (ta, ch)]
+    if len(others) < 2:
+        raise ValueError(f"a time-lapse needs 2D frames besides time; got shape {shape}")
+    lead, spatial = others[:-2], others[-2:]
+    return [*lead, ta, *spatial, *([] if ch is None else [ch])]
+
+
 def reach(window: int) -> int:
     """Output frame ``t`` reads input frames ``t - reach .. t + reach`` only."""
     return 3 * window
 
 
 def frame_steps(shape: tuple[int, ...], cfg: NTDConfig, tiles) -> int:
-    """Progress steps of one frame: the two pilot stages and the NTK stage's tasks."""
+    """Progress steps of one frame: its pilot and the NTK stage's tasks."""
     if cfg.n_iter == 0:
-        return 2
-    return 2 + len(_guided.batches(shape[:-1], tiles, cfg, shape[-1]))
+        return 1
+    return 1 + len(_guided.batches(shape[:-1], tiles, cfg, shape[-1]))
 
 
 def _tiles(shape: tuple[int, ...], cfg: NTDConfig, tile_shape, max_memory: int):
@@ -262,9 +286,9 @@ def iter_timelapse(
             yield (base + per_frame, total)
             continue
         pilot = _pilot_of(cache, t)
-        yield (base + 2, total)
+        yield (base + 1, total)
         stage = _ntk_stage(work[t], pilot, sigmas[t], cfg, seed + t, tiles, device)
-        z = yield from _shift(stage, base + 2, total)
+        z = yield from _shift(stage, base + 1, total)
         out[i] = _vst.gat_inverse(z, noise) if noise.kind != "gaussian" else z
         cache.drop_before(t + 1 - 2 * window)
     return out

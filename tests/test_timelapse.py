@@ -1,0 +1,140 @@
+"""Time-lapse stacks (``time_axis``): neighbouring frames help, motion does not ghost."""
+
+import numpy as np
+import pytest
+from skimage import data, img_as_float
+from skimage.metrics import peak_signal_noise_ratio as psnr
+
+from napari_ntd import denoise_ntd, iter_denoise_ntd
+from napari_ntd._engine._timelapse import reach
+
+SIGMA = 0.1
+
+
+def _static(frames=5, seed=0):
+    scene = img_as_float(data.camera())[180:244, 200:264].astype(np.float32)
+    clean = np.repeat(scene[None], frames, axis=0)
+    noisy = clean + SIGMA * np.random.default_rng(seed).standard_normal(clean.shape)
+    return clean, noisy.astype(np.float32)
+
+
+def _moving(frames=6, step=4, seed=0):
+    """A textured background and a bright square moving ``step`` px per frame."""
+    rng = np.random.default_rng(1)
+    bg = np.kron(rng.random((6, 6)), np.ones((8, 8))) * 0.3 + 0.2
+    clean = np.repeat(bg[None], frames, axis=0).astype(np.float32)
+    boxes = []
+    for t in range(frames):
+        y0, x0 = 18, 6 + step * t
+        clean[t, y0 : y0 + 10, x0 : x0 + 10] = 0.9
+        boxes.append((y0, x0))
+    noisy = clean + SIGMA * np.random.default_rng(seed).standard_normal(clean.shape)
+    return clean, noisy.astype(np.float32), boxes
+
+
+def _psnr(clean, out):
+    return np.mean([psnr(c, o, data_range=1) for c, o in zip(clean, out, strict=True)])
+
+
+def test_static_scene_gains_over_frame_by_frame():
+    clean, noisy = _static()
+    frames = _psnr(clean, denoise_ntd(noisy, sigma=SIGMA, seed=0))
+    movie = _psnr(clean, denoise_ntd(noisy, sigma=SIGMA, seed=0, time_axis=0))
+    assert movie > frames + 1.0, (movie, frames)  # measured +1.5 dB
+
+
+def test_moving_object_is_not_smeared():
+    """Centroid and brightness of the moving square kept per frame; nothing left
+    where it was one frame earlier (no ghost)."""
+    clean, noisy, boxes = _moving()
+    out = denoise_ntd(noisy, sigma=SIGMA, seed=0, time_axis=0)
+    for t, (y0, x0) in enumerate(boxes):
+        inside = out[t, y0 + 2 : y0 + 8, x0 + 2 : x0 + 8].mean()
+        assert abs(inside - 0.9) < 0.05, (t, inside)
+        win = out[t, y0 - 4 : y0 + 14, max(x0 - 4, 0) : x0 + 14] - clean[t, y0 - 4 : y0 + 14, max(x0 - 4, 0) : x0 + 14]
+        assert np.abs(win).mean() < 0.6 * SIGMA, (t, np.abs(win).mean())
+        yy, xx = np.nonzero(out[t] > 0.75)
+        assert abs(yy.mean() - (y0 + 4.5)) < 0.5 and abs(xx.mean() - (x0 + 4.5)) < 0.5
+        if t:  # where the square was a frame ago: background again
+            py, px = boxes[t - 1]
+            gone = out[t, py + 2 : py + 8, px + 2 : px + 6] - clean[t, py + 2 : py + 8, px + 2 : px + 6]
+            assert gone.mean() < 0.05, (t, gone.mean())
+
+
+def test_dask_chunks_along_time_equal_numpy():
+    da = pytest.importorskip("dask.array")
+    _, noisy, _ = _moving(frames=7)
+    kw = {"sigma": SIGMA, "seed": 3, "time_axis": 0, "time_window": 1, "n_iter": 5}
+    ref = denoise_ntd(noisy, **kw)
+    for chunks in (2, 3, 7):
+        lazy = denoise_ntd(da.from_array(noisy, chunks=(chunks, -1, -1)), **kw)
+        assert lazy.shape == noisy.shape and lazy.dtype == np.float32
+        np.testing.assert_array_equal(lazy.compute(), ref)
+
+
+def test_a_frame_reads_only_its_reach():
+    """Output frame t depends on input frames t - reach .. t + reach only."""
+    _, noisy, _ = _moving(frames=8)
+    kw = {"sigma": SIGMA, "time_axis": 0, "time_window": 1}
+    full = denoise_ntd(noisy, **kw)
+    cut = denoise_ntd(noisy[:6], **kw)
+    keep = 6 - reach(1)
+    np.testing.assert_array_equal(cut[:keep], full[:keep])
+    assert not np.array_equal(cut[keep:], full[keep:6])  # the cut is seen past the reach
+
+
+def test_axes_channels_and_leading_axes():
+    _, noisy, _ = _moving(frames=4)
+    kw = {"sigma": SIGMA, "time_window": 1}
+    ref = denoise_ntd(noisy, time_axis=0, **kw)
+    last = denoise_ntd(np.moveaxis(noisy, 0, -1), time_axis=-1, **kw)
+    np.testing.assert_array_equal(np.moveaxis(last, -1, 0), ref)
+    rgb = np.stack([noisy, noisy[:, ::-1], noisy[:, :, ::-1]], axis=1)  # (T, C, H, W)
+    out = denoise_ntd(rgb, time_axis=0, channel_axis=1, **kw)
+    assert out.shape == rgb.shape and np.isfinite(out).all()
+    two = denoise_ntd(np.stack([noisy, noisy]), time_axis=1, **kw)  # two movies
+    np.testing.assert_array_equal(two[0], ref)
+    np.testing.assert_array_equal(two[1], ref)
+
+
+def test_poisson_counts_keep_their_units():
+    rng = np.random.default_rng(0)
+    clean, _, _ = _moving(frames=4)
+    counts = rng.poisson(40 * clean).astype(np.uint16)
+    out = denoise_ntd(counts, time_axis=0, preserve_range=True, noise_model="poisson")
+    assert out.dtype == np.float64 and out.shape == counts.shape
+    assert abs(out.mean() - counts.mean()) < 0.05 * counts.mean()
+    err_out = np.mean((out / 40 - clean) ** 2)
+    err_in = np.mean((counts / 40 - clean) ** 2)
+    assert err_out < 0.25 * err_in
+
+
+def test_progress_reaches_the_total():
+    _, noisy, _ = _moving(frames=3)
+    gen = iter_denoise_ntd(noisy, sigma=SIGMA, time_axis=0, time_window=1)
+    steps = []
+    try:
+        while True:
+            steps.append(next(gen))
+    except StopIteration as stop:
+        out = stop.value
+    assert out.shape == noisy.shape
+    done = [d for d, _ in steps]
+    assert done == sorted(done) and steps[-1][0] == steps[-1][1] and len(steps) == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"time_window": 1}, TypeError, "give time_axis"),
+        ({"time_axis": 0, "method": "nystrom"}, NotImplementedError, "guided"),
+        ({"time_axis": 0, "n_iter": "auto"}, NotImplementedError, "SURE"),
+        ({"time_axis": 0, "spatial_dims": 3}, ValueError, "2D frames"),
+        ({"time_axis": 0, "time_window": -1}, ValueError, "time_window"),
+        ({"time_axis": 3}, ValueError, "invalid"),
+        ({"time_axis": 0, "channel_axis": 0}, ValueError, "one axis"),
+    ],
+)
+def test_time_options_are_checked(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        denoise_ntd(np.zeros((3, 16, 16), np.float32), sigma=0.1, **kwargs)
