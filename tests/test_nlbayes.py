@@ -72,16 +72,19 @@ def test_parameters_follow_the_noise_level():
     assert nlb.nlb_params(25, 3)[1].beta == 1.2
 
 
-@pytest.mark.parametrize("sigma255", [25, 50])
-def test_pilot_beats_the_dct_pilot(sigma255):
+@pytest.mark.parametrize(("name", "least"), [("camera", 0.1), ("astronaut", 0.2)])
+def test_pilot_beats_the_dct_pilot(name, least):
     """Non-local Bayes is what the pilot gained (issue 17): it must beat the
-    DCT/non-local-means pilot it is guided by (measured +0.29 / +0.13 dB)."""
-    clean = img_as_float(data.camera())[150:246, 200:296]
-    sigma = sigma255 / 255
-    noisy = (clean + sigma * np.random.default_rng(1).standard_normal(clean.shape))[..., None]
-    new = _pilot.pilot(noisy, sigma)[..., 0]
+    DCT/non-local-means pilot it is guided by (measured at sigma 25 on these
+    96^2 crops: +0.26 dB gray, +0.79 dB colour)."""
+    img = img_as_float(getattr(data, name)())
+    clean = img[150:246, 200:296]
+    sigma = 25 / 255
+    noisy = clean + sigma * np.random.default_rng(1).standard_normal(clean.shape)
+    noisy = noisy if noisy.ndim == 3 else noisy[..., None]
+    new = _pilot.pilot(noisy, sigma).reshape(clean.shape)
     old = _pilot._wiener_pass(
         noisy, _pilot.nlm(noisy, sigma), _pilot._hard_pass(noisy, sigma), sigma
-    )[..., 0]
+    ).reshape(clean.shape)
     gain = psnr(clean, new, data_range=1) - psnr(clean, old, data_range=1)
-    assert gain > 0.07, gain
+    assert gain > least, gain

@@ -58,6 +58,8 @@ DEFAULT_WINDOW = 2
 #: 35.3 / 35.8 / 36.1 / 36.2 dB for 11 / 5 / 3 / 2 (frame by frame: 34.9).
 SEARCH = 2
 
+#: Reference patches: every position (stride 1; the 2D default's grid of 3
+#: lost 0.09 / 0.05 dB here at sigma 25 / 50 for 40 % less time).
 #: Passes of step 2 (each grouped on the previous pass's result): 2 gained
 #: 0.3-0.4 dB over one on the benchmark time-lapse, 3 another 0.03.
 PASSES = 2
@@ -133,7 +135,7 @@ class _Frames:
             steps = _nlbayes.nlb_params(
                 _pilot.sigma255(img, self.sigmas[s]), 3 if img.shape[-1] == 3 else 1
             )
-            first, second = (dataclasses.replace(p, window=SEARCH) for p in steps)
+            first, second = (dataclasses.replace(p, window=SEARCH, stride=1) for p in steps)
             self.params[s] = (first, dataclasses.replace(second, beta=BETA_2))
         return self.groups[s]
 

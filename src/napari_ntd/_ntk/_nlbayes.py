@@ -6,7 +6,9 @@ SIAM J. Imaging Sciences 6(3), 2013, and its IPOL description
 Written from the papers (issue 17); parameters follow the IPOL tables where
 they were measured best on our benchmark and are noted where they differ.
 
-For each reference patch not yet estimated (raster order, the "paste trick"):
+For each reference patch not yet estimated (raster order, the "paste trick";
+reference patches on a grid of step ``stride``, and the last row and
+column, so that every pixel is estimated):
 
 1. **Group.** The reference and the ``n - 1`` other patches closest
    (squared L2 distance on the guide) in a ``(2 w + 1)^2`` search window,
@@ -55,6 +57,11 @@ __all__ = [
 #: Reference rows per task (fixed: the paste trick restarts in each band).
 BAND_ROWS = 48
 
+#: Reference patches on a grid of this step (and the last row and column;
+#: the paste trick skips those already estimated). On 12 crops (sigma 25 /
+#: 50): step 1: 30.005 dB, 0.53 s; 2: 30.018, 0.38 s; 3: 30.016, 0.30 s.
+STRIDE = 3
+
 
 @dataclass(frozen=True)
 class NLBParams:
@@ -66,6 +73,7 @@ class NLBParams:
     beta: float
     gamma: float = 1.05
     flat: bool = True  # the homogeneous-area rule (step 1)
+    stride: int = STRIDE  # reference patches on a grid of this step
 
 
 def nlb_params(sigma255: float, channels: int) -> tuple[NLBParams, NLBParams]:
@@ -157,6 +165,7 @@ def nlb_band(
         num,
         den,
         r0,
+        params.stride,
     )
     return num, den, r0
 
@@ -182,9 +191,13 @@ def nlb_reference(
     def patch(a, t, i, j, ch):
         return a[t, ch, i : i + p, j : j + p].ravel()
 
-    for i in range(h - p + 1):
-        for j in range(w - p + 1):
-            if done[i, j]:
+    ni, nj = h - p + 1, w - p + 1
+    st = params.stride
+    for i in range(ni):
+        if i % st and i != ni - 1:
+            continue
+        for j in range(nj):
+            if done[i, j] or (j % st and j != nj - 1):
                 continue
             cands = [
                 (t, a, b)

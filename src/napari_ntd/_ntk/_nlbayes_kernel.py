@@ -13,7 +13,24 @@ RIDGE = 1e-7
 
 @njit(cache=True, nogil=True, fastmath=True)
 def band(
-    noisy, guide, s2, p, n_sim, w, beta, gamma, second, frame, i0, i1, dist_ch, joint, num, den, r0
+    noisy,
+    guide,
+    s2,
+    p,
+    n_sim,
+    w,
+    beta,
+    gamma,
+    second,
+    frame,
+    i0,
+    i1,
+    dist_ch,
+    joint,
+    num,
+    den,
+    r0,
+    stride,
 ):
     t_n, c_n, h, wd = noisy.shape
     ni, nj = h - p + 1, wd - p + 1
@@ -28,8 +45,10 @@ def band(
     d = p * p * (c_n if joint else 1)
     nc = c_n if joint else 1
     for i in range(i0, i1):
+        if i % stride and i != ni - 1:  # reference rows on a grid (and the last)
+            continue
         for j in range(nj):
-            if done[i - i0, j]:
+            if done[i - i0, j] or (j % stride and j != nj - 1):
                 continue
             k = 0
             for t in range(t_n):
