@@ -113,7 +113,7 @@ def test_guided_counts_its_whole_image_arrays():
 
     image = np.random.default_rng(0).random((200, 200))
     whole = guided_image_bytes(image.shape, 1, 8)
-    assert whole == 200 * 200 * (12 * 8 + 140)
+    assert whole == 200 * 200 * (12 * 8 + 160)
     gen = iter_denoise_ntd(image, max_memory=whole, n_iter=1, seed=0)  # the tile does not fit
     with pytest.raises(MemoryBudgetError) as info:
         next(gen)

@@ -295,8 +295,8 @@ def check_options(**options: Any) -> None:
     For front-ends that validate once, before reading any data (the command
     line): everything that does not depend on the image is checked (method,
     sigma, n_iter, patch_size, n_columns, rank, block_pixels, device, seed,
-    tile_shape, max_memory, noise_model, spatial_dims and which keywords apply
-    to the method).
+    tile_shape, max_memory, noise_model, spatial_dims, time_axis, time_window
+    and which keywords apply to the method).
 
     Examples
     --------
@@ -657,7 +657,8 @@ def denoise_ntd(
         estimates of groups of similar patches, guided by sliding-DCT Wiener
         shrinkage; a DCT/non-local-means pilot on volumes), the NTK on the
         pilot's patches, twicing started from the pilot in 64 x 64 tiles
-        (16^3 for volumes); the best quality and the fastest. ``'nystrom'``
+        (16^3 for volumes), and Monte-Carlo SURE over the whole map
+        (``t = 0`` is the pilot); the best quality and the fastest. ``'nystrom'``
         is the paper's algorithm:
         the filter from ``n_columns`` random columns (appendix G) of the
         kernel on the noisy image, twicing from zero. ``'exact'`` builds the full

@@ -123,14 +123,15 @@ def guided_image_bytes(spatial_shape: Sequence[int], channels: int, itemsize: in
     """Whole-image arrays of ``method='guided'`` besides its tiles.
 
     The five channel groups (numpy and torch copies), the two pilots' work
-    buffers (non-local means and hard thresholding of both pilots run at
-    once on the compute pool, then the DCT Wiener passes) and the blended
-    output: about ``12 * itemsize + 140`` bytes per pixel and channel
-    (measured with the compute pool: 783 MB over the 463 MB baseline, 187 B
-    per pixel, for a 2048 x 2048 float32 image; 146 B per pixel before it).
+    buffers (non-local means, hard thresholding and the non-local Bayes
+    bands of both pilots run at once on the compute pool, then the DCT
+    Wiener passes and the second non-local Bayes step) and the blended
+    output: about ``12 * itemsize + 160`` bytes per pixel and channel
+    (measured: peak RSS 1.26 GiB for a 2048 x 2048 float32 image, 1.19 GiB
+    before the non-local Bayes pilot, 1.02 GiB before the compute pool).
     """
     d = math.prod(int(s) for s in spatial_shape)
-    return int(d * channels * (12 * itemsize + 140))
+    return int(d * channels * (12 * itemsize + 160))
 
 
 class MemoryBudgetError(MemoryError, ValueError):
