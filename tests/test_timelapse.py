@@ -140,3 +140,13 @@ def test_progress_reaches_the_total():
 def test_time_options_are_checked(kwargs, error, match):
     with pytest.raises(error, match=match):
         denoise_ntd(np.zeros((3, 16, 16), np.float32), sigma=0.1, **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 6), (2, 1, 9), (3, 5, 40)])
+def test_small_frames(shape):
+    """Frames smaller than the non-local Bayes patch: the patch shrinks to fit."""
+    noisy = np.random.default_rng(0).random(shape)
+    out = denoise_ntd(noisy, sigma=0.1, time_axis=0)  # the pilot alone: no NTK patch
+    assert out.shape == shape and np.isfinite(out).all()
+    with pytest.raises(ValueError, match="smaller than the patch"):
+        denoise_ntd(noisy, sigma=0.1, time_axis=0, n_iter=5)

@@ -382,7 +382,7 @@ def _run_timelapse(
     if noise is None:  # 'auto': fitted on all frames
         noise = _vst.resolve_auto(moved, ch, 2, cfg.sigma)
     noise = noise.converted(*_conversion(raw.dtype, preserve_range))
-    if min(img.shape[-3:-1]) < cfg.patch_size:
+    if cfg.n_iter != 0 and min(img.shape[-3:-1]) < cfg.patch_size:  # the NTK stage's patch
         size = " x ".join(map(str, img.shape[-3:-1]))
         raise ValueError(
             f"frames ({size}) are smaller than the patch ({cfg.patch_size}); "

@@ -135,7 +135,12 @@ class _Frames:
             steps = _nlbayes.nlb_params(
                 _pilot.sigma255(img, self.sigmas[s]), 3 if img.shape[-1] == 3 else 1
             )
-            first, second = (dataclasses.replace(p, window=SEARCH, stride=1) for p in steps)
+            side = min(img.shape[:2])  # small frames: the largest odd patch that fits
+            fit = [min(p.patch, side - 1 + side % 2) for p in steps]
+            first, second = (
+                dataclasses.replace(p, window=SEARCH, stride=1, patch=f)
+                for p, f in zip(steps, fit, strict=True)
+            )
             self.params[s] = (first, dataclasses.replace(second, beta=BETA_2))
         return self.groups[s]
 
