@@ -3,27 +3,30 @@
 ``denoise_ntd(movie, time_axis=0)``. Consecutive frames see nearly the same
 scene, so the guided method's non-local Bayes pilot
 (:mod:`napari_ntd._nlbayes`) searches the groups of similar patches of frame
-``t`` in frames ``t - window .. t + window`` too (a 23 x 23 window around the
-same position in each). Grouping by similarity is what makes it robust to
-motion: a patch that moved is found where it went (within the window), and a
-patch whose content changed is not similar and stays out of the group, so
-moving objects are not averaged with where they were (no ghosting).
+``t`` in frames ``t - w .. t + w`` too (``w = time_window``; a
+``(2 SEARCH + 1)^2`` window around the same position in each). Grouping by
+similarity is what makes it robust to motion: a patch whose content moved
+or changed is not similar and stays out of the group, so moving objects are
+not averaged with where they were (no ghosting).
 
 Per frame ``s``:
 
 1. ``basic_s``: step 1 of non-local Bayes on frame ``s`` with frames
    ``s - w .. s + w`` as candidates; ``dct_s``: the 2D DCT Wiener pilot of
-   frame ``s`` (:mod:`napari_ntd._pilot`);
-2. ``pilot_t``: step 2 on frame ``t`` with frames ``t - w .. t + w``, grouped
-   on their guides ``(basic_s + dct_s) / 2``;
+   frame ``s`` (:mod:`napari_ntd._pilot`); the first guide
+   ``(basic_s + dct_s) / 2``;
+2. ``PASSES`` passes of step 2 with frames ``s - w .. s + w``, each grouped
+   on the previous guides; after a pass the next guide is
+   ``(basic_s + pass_s) / 2``; the last pass on frame ``t`` is its pilot;
 3. the NTK twicing stage of the guided method on frame ``t`` (its own
-   patches, fixed ``t``), as for a 2D image.
+   patches, a fixed ``t``; off by default), as for a 2D image.
 
-So output frame ``t`` depends on input frames ``t - 2 w .. t + 2 w`` only:
-the movie is processed as a sliding window (``2 w + 1`` guides in memory,
-float32), and any split of the movie into chunks overlapping by ``2 w``
-frames gives the same result (:mod:`._dask`). The noise model is global
-(one transform for the movie); a sigma not given is estimated per frame.
+So output frame ``t`` depends on input frames ``t - (PASSES + 1) w .. t +
+(PASSES + 1) w`` only (:func:`reach`): the movie is processed as a sliding
+window (a few float32 frames of pilot state), and any split of the movie
+into chunks overlapping by the reach gives the same result
+(:mod:`._dask`). The noise model is global (one transform for the movie); a
+sigma not given is estimated per frame.
 """
 
 from __future__ import annotations
@@ -58,8 +61,6 @@ DEFAULT_WINDOW = 2
 #: 35.3 / 35.8 / 36.1 / 36.2 dB for 11 / 5 / 3 / 2 (frame by frame: 34.9).
 SEARCH = 2
 
-#: Reference patches: every position (stride 1; the 2D default's grid of 3
-#: lost 0.09 / 0.05 dB here at sigma 25 / 50 for 40 % less time).
 #: Passes of step 2 (each grouped on the previous pass's result): 2 gained
 #: 0.3-0.4 dB over one on the benchmark time-lapse, 3 another 0.03.
 PASSES = 2
@@ -135,7 +136,10 @@ class _Frames:
             steps = _nlbayes.nlb_params(
                 _pilot.sigma255(img, self.sigmas[s]), 3 if img.shape[-1] == 3 else 1
             )
-            side = min(img.shape[:2])  # small frames: the largest odd patch that fits
+            # reference patches at every position (the 2D default's grid of 3 lost
+            # 0.09 / 0.05 dB here at sigma 25 / 50 for 40 % less time); small
+            # frames: the largest odd patch that fits
+            side = min(img.shape[:2])
             fit = [min(p.patch, side - 1 + side % 2) for p in steps]
             first, second = (
                 dataclasses.replace(p, window=SEARCH, stride=1, patch=f)
@@ -271,27 +275,21 @@ def iter_timelapse(
     window: int,
     tile_shape: tuple[int, ...] | None,
     max_memory: int,
-    frames: range | None = None,
 ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Denoise a ``(T, H, W, C)`` float movie; frame ``k`` seeded ``seed + k``.
 
-    ``frames`` (default: all) are the frames to output (the others are only
-    read as neighbours). Returns float64 ``(len(frames), H, W, C)``.
+    Returns float64 ``(T, H, W, C)``.
     """
     n = movie.shape[0]
-    frames = range(n) if frames is None else frames
+    frames = range(n)
     if noise.kind != "gaussian":  # stabilise: noise ~ N(0, 1), one transform for the movie
         noise = noise.resolved(movie, channel_axis=-1)
         work = _vst.gat_forward(movie, noise).astype(np.float32)
         sigmas = [1.0] * n
     else:
         work = np.asarray(movie, dtype=np.float32)
-        needed = range(max(0, frames.start - reach(window)), min(n, frames.stop + reach(window)))
         sigmas = [
-            (estimate_sigma(work[s]) if cfg.sigma is None else float(cfg.sigma))
-            if s in needed
-            else 0.0
-            for s in range(n)
+            estimate_sigma(work[s]) if cfg.sigma is None else float(cfg.sigma) for s in frames
         ]
     tiles = _tiles(work.shape[1:], cfg, tile_shape, max_memory)
     per_frame = frame_steps(work.shape[1:], cfg, tiles)
