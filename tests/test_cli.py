@@ -183,3 +183,24 @@ def test_time_options_are_usage_errors_before_any_file_is_read(tmp_path, capsys,
     assert err.count("error:") == 1 and "nope" not in err
     assert all(w in err for w in words), err
     assert "time_window" not in err and "time_axis" not in err  # the CLI's terms
+
+
+def test_tiff_output_is_a_stack_or_colour_as_the_input(tmp_path, recwarn):
+    """A 3-frame stack is written as 3 grey planes (tifffile would guess RGB);
+    a colour picture as RGB samples."""
+    rng = np.random.default_rng(0)
+    stack = (rng.random((3, 40, 40)) * 60000).astype(np.uint16)
+    src, dst = tmp_path / "stack.tif", tmp_path / "out.tif"
+    tifffile.imwrite(src, stack, photometric="minisblack")
+    assert main(["denoise", str(src), str(dst), *FAST]) == 0
+    with tifffile.TiffFile(dst) as tif:
+        assert tif.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
+        assert tif.asarray().shape == stack.shape
+    rgb = (rng.random((40, 40, 3)) * 255).astype(np.uint8)
+    src, dst = tmp_path / "rgb.tif", tmp_path / "rgb_out.tif"
+    tifffile.imwrite(src, rgb, photometric="rgb")
+    assert main(["denoise", str(src), str(dst), "--channel-axis", "-1", *FAST]) == 0
+    with tifffile.TiffFile(dst) as tif:
+        assert tif.pages[0].photometric == tifffile.PHOTOMETRIC.RGB
+        assert tif.asarray().shape == rgb.shape
+    assert not [w for w in recwarn if "RGB" in str(w.message)]

@@ -205,7 +205,12 @@ def _denoise_one(src: Path, dst: Path, args: argparse.Namespace, options: dict, 
     dtype = {"float32": np.float32, "input": image.dtype}.get(args.dtype)
     if dtype is None:  # auto
         dtype = np.float32 if dst.suffix.lower() in TIFF_SUFFIXES else image.dtype
-    write_image(dst, to_dtype(result, dtype))
+    rgb = (
+        channel_axis is not None
+        and channel_axis % result.ndim == result.ndim - 1
+        and result.shape[-1] in (3, 4)
+    )
+    write_image(dst, to_dtype(result, dtype), rgb=rgb)
 
 
 def _denoise_files(args: argparse.Namespace) -> int:

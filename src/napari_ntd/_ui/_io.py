@@ -82,8 +82,13 @@ def can_store(suffix: str, dtype: np.dtype) -> bool:
     return dtype == np.uint8
 
 
-def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write atomically (temporary file in the same folder, then rename)."""
+def write_image(path: str | os.PathLike, image: np.ndarray, *, rgb: bool = False) -> None:
+    """Write atomically (temporary file in the same folder, then rename).
+
+    TIFF: ``rgb=True`` stores a trailing axis of 3 or 4 as colour samples;
+    otherwise every axis is a grey plane (a 3- or 4-frame stack stays a
+    stack, where tifffile would guess RGB).
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if not can_store(suffix, image.dtype):
@@ -97,7 +102,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
         if suffix in TIFF_SUFFIXES:
             import tifffile
 
-            tifffile.imwrite(tmp, image)
+            tifffile.imwrite(tmp, image, photometric="rgb" if rgb else "minisblack")
         else:
             import imageio.v3 as iio
 
