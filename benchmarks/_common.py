@@ -10,8 +10,9 @@ import torch
 RESULTS = Path(__file__).parent / "results"
 
 
-def nlm_peer(noisy, sigma: float, channel_axis: int | None):
-    """The benchmarks' NLM: skimage fast mode, h = 0.8 sigma, 5x5 patches, 13x13 window."""
+def nlm_peer(noisy, sigma: float, channel_axis: int | None, patch_distance: int = 6):
+    """The benchmarks' NLM: skimage fast mode, h = 0.8 sigma, 5x5 patches, 13x13 window
+    (``patch_distance`` 6; any number of spatial axes)."""
     from skimage.restoration import denoise_nl_means
 
     return denoise_nl_means(
@@ -20,7 +21,7 @@ def nlm_peer(noisy, sigma: float, channel_axis: int | None):
         sigma=sigma,
         fast_mode=True,
         patch_size=5,
-        patch_distance=6,
+        patch_distance=patch_distance,
         channel_axis=channel_axis,
     )
 

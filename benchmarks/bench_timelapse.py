@@ -54,7 +54,7 @@ import numpy as np
 from scipy import ndimage
 
 import _common
-from _common import bm3d_peer, save, table
+from _common import bm3d_peer, nlm_peer, save, table
 
 NOISES = ("15", "25", "50", "poisson")
 PEAK = 20.0  # photons at the brightest pixel of the Poisson case
@@ -314,16 +314,7 @@ def _bm4d(noisy, sigma):
 
 
 def _nlm3d(noisy, sigma):
-    from skimage.restoration import denoise_nl_means
-
-    return denoise_nl_means(
-        noisy,
-        h=0.8 * sigma,
-        sigma=sigma,
-        fast_mode=True,
-        patch_size=5,
-        patch_distance=NLM3D_DISTANCE,
-    )
+    return nlm_peer(noisy, sigma, None, patch_distance=NLM3D_DISTANCE)
 
 
 def _bm3d_frames(noisy, sigma):

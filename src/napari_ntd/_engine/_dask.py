@@ -51,11 +51,24 @@ def _denoise_block(
     has_channels: bool,
     denoise: Callable[..., np.ndarray],
     options: dict[str, Any],
+    frames: tuple[int, tuple[int, ...], int] | None = None,
     block_info: dict | None = None,
 ) -> np.ndarray:
+    """Denoise every leading index of a block, seeded by its global index.
+
+    ``frames`` (time-lapses: the axis after the leading ones is time, and
+    ``options`` hold ``time_axis=0``): ``(n_frames, starts, depth)``, the
+    movie's length, the first frame of each chunk and the overlap; movie
+    ``k``'s frame ``f`` is seeded ``base_seed + k * n_frames + f``.
+    """
     from .._util._parallel import torch_threads
 
     loc = block_info[0]["array-location"][:n_leading] if block_info else [(0, 0)] * n_leading
+    stride, first = 1, 0
+    if frames is not None:
+        stride, starts, depth = frames
+        chunk = block_info[0]["chunk-location"][n_leading] if block_info else 0
+        first = starts[chunk] - (depth if chunk > 0 else 0)  # the overlapped block's first frame
     out = np.empty(block.shape, dtype=out_dtype)
     # dask runs one task per core: torch work done in this thread (methods
     # other than the guided one, whose work goes to the shared compute pool)
@@ -67,43 +80,7 @@ def _denoise_block(
             out[idx] = denoise(
                 block[idx],
                 channel_axis=-1 if has_channels else None,
-                seed=base_seed + k,
-                **options,
-            )
-    return out
-
-
-def _denoise_movie_block(
-    block: np.ndarray,
-    *,
-    n_leading: int,
-    lead_shape: tuple[int, ...],
-    n_frames: int,
-    starts: tuple[int, ...],
-    depth: int,
-    base_seed: int,
-    out_dtype: np.dtype,
-    has_channels: bool,
-    denoise: Callable[..., np.ndarray],
-    options: dict[str, Any],
-    block_info: dict | None = None,
-) -> np.ndarray:
-    from .._util._parallel import torch_threads
-
-    where = block_info[0]["chunk-location"] if block_info else (0,) * (n_leading + 1)
-    loc = block_info[0]["array-location"][:n_leading] if block_info else [(0, 0)] * n_leading
-    chunk = where[n_leading]
-    first = starts[chunk] - (depth if chunk > 0 else 0)  # the overlapped block's first frame
-    out = np.empty(block.shape, dtype=out_dtype)
-    with torch_threads(1):
-        for idx in np.ndindex(*block.shape[:n_leading]):
-            glob = tuple(i + start for i, (start, _) in zip(idx, loc, strict=True))
-            k = int(np.ravel_multi_index(glob, lead_shape)) if n_leading else 0
-            out[idx] = denoise(
-                block[idx],
-                channel_axis=-1 if has_channels else None,
-                seed=base_seed + k * n_frames + first,
-                time_axis=0,
+                seed=base_seed + k * stride + first,
                 **options,
             )
     return out
@@ -135,18 +112,17 @@ def _denoise_dask_timelapse(
     arr = arr.rechunk({t_ax: time_chunks, **{ax: -1 for ax in range(t_ax + 1, arr.ndim)}})
     base_seed = seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
     out_dtype = _output_dtype(arr.dtype)
+    starts = tuple(int(x) for x in np.cumsum((0, *arr.chunks[t_ax][:-1])))
     func = functools.partial(
-        _denoise_movie_block,
+        _denoise_block,
         n_leading=t_ax,
         lead_shape=tuple(arr.shape[:t_ax]),
-        n_frames=int(arr.shape[t_ax]),
-        starts=tuple(int(x) for x in np.cumsum((0, *arr.chunks[t_ax][:-1]))),
-        depth=depth,
         base_seed=int(base_seed),
         out_dtype=out_dtype,
         has_channels=has_channels,
         denoise=denoise,
-        options={**options, "time_window": time_window},
+        options={**options, "time_axis": 0, "time_window": time_window},
+        frames=(int(arr.shape[t_ax]), starts, depth),
     )
     out = da.map_overlap(
         func,

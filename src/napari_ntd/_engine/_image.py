@@ -20,7 +20,14 @@ from .._util._parallel import iter_in_pool
 from .._util._progress import counted, shifted
 from . import _tiling, _vst
 
-__all__ = ["SAFE_SPREAD", "estimate_sigma", "iter_image", "robust_center"]
+__all__ = [
+    "SAFE_SPREAD",
+    "estimate_sigma",
+    "iter_image",
+    "plan_tiles",
+    "robust_center",
+    "spread_and_scale",
+]
 
 #: Range of the centred image's largest deviation computed as is; outside it
 #: the image is rescaled to ~1 first (patch products would over/underflow).
@@ -55,6 +62,48 @@ def estimate_sigma(img: np.ndarray) -> float:
         )
     sigmas = [s for s in np.atleast_1d(sig) if np.isfinite(s)]
     return float(np.mean(sigmas)) if sigmas else 0.0
+
+
+def plan_tiles(
+    shape: tuple[int, ...],
+    cfg: NTDConfig,
+    itemsize: int,
+    tile_shape: tuple[int, ...] | None,
+    max_memory: int,
+) -> tuple[int, ...] | None:
+    """The tiles of one ``(*spatial, C)`` image (``None``: one piece), memory checked.
+
+    The guided method works in ``GUIDED_TILE`` tiles (``GUIDED_TILE_3D`` for
+    volumes) unless ``tile_shape`` is given; the others tile only to fit
+    ``max_memory``.
+    """
+    spatial, channels = shape[:-1], shape[-1]
+    if cfg.method == "guided" and tile_shape is None:
+        side = _guided.GUIDED_TILE if len(spatial) == 2 else _guided.GUIDED_TILE_3D
+        side = max(side, _tiling.min_tile_side(cfg))  # large patches
+        tiles = tuple(min(side, n) for n in spatial)
+        tiles = None if tiles == spatial else tiles
+    else:
+        tiles = _tiling.choose_tile_shape(spatial, channels, cfg, itemsize, tile_shape, max_memory)
+    piece = spatial if tiles is None else tiles
+    whole = 0
+    if cfg.method == "guided":  # the pilot and the channel groups are whole-image arrays
+        whole = _tiling.guided_image_bytes(spatial, channels, itemsize)
+    _tiling.check_memory(
+        piece, channels, cfg, itemsize, max_memory, tile_shape is not None, extra=whole
+    )
+    return tiles
+
+
+def spread_and_scale(work: np.ndarray, center: float) -> tuple[float, float]:
+    """The largest deviation from ``center`` and the scale the kernel works at.
+
+    The filter is scale-invariant: extreme value ranges, whose patch products
+    would over- or underflow, are brought to ~1 (``scale = spread``) and the
+    result scaled back; others are used as they are (``scale = 1``).
+    """
+    spread = max(abs(float(work.max()) - center), abs(float(work.min()) - center))
+    return spread, 1.0 if SAFE_SPREAD[0] <= spread <= SAFE_SPREAD[1] else spread
 
 
 def _core(cfg: NTDConfig, nd: int):
@@ -100,28 +149,8 @@ def iter_image(
         yield (1, 1)
         return img.astype(np.float64)
 
-    itemsize = np.dtype(compute).itemsize
-    if cfg.method == "guided" and tile_shape is None:
-        side = _guided.GUIDED_TILE if nd == 2 else _guided.GUIDED_TILE_3D
-        side = max(side, _tiling.min_tile_side(cfg))  # large patches
-        tiles = tuple(min(side, n) for n in img.shape[:-1])
-        tiles = None if tiles == img.shape[:-1] else tiles
-    else:
-        tiles = _tiling.choose_tile_shape(
-            img.shape[:-1], img.shape[-1], cfg, itemsize, tile_shape, max_memory
-        )
-    piece = img.shape[:-1] if tiles is None else tiles
-    whole = 0
-    if cfg.method == "guided":  # the pilot and the channel groups are whole-image arrays
-        whole = _tiling.guided_image_bytes(img.shape[:-1], img.shape[-1], itemsize)
-    _tiling.check_memory(
-        piece, img.shape[-1], cfg, itemsize, max_memory, tile_shape is not None, extra=whole
-    )
-
-    # The filter is scale-invariant: extreme value ranges, whose patch products
-    # would over- or underflow, are brought to ~1 and the result scaled back.
-    spread = max(abs(float(work.max()) - center), abs(float(work.min()) - center))
-    scale = 1.0 if SAFE_SPREAD[0] <= spread <= SAFE_SPREAD[1] else spread
+    tiles = plan_tiles(img.shape, cfg, np.dtype(compute).itemsize, tile_shape, max_memory)
+    spread, scale = spread_and_scale(work, center)
     centred = work - center if scale == 1.0 else (work.astype(np.float64) - center) / scale
     tdtype = torch.float64 if compute == np.float64 else torch.float32
     rng = torch.Generator().manual_seed(int(seed))

@@ -40,8 +40,8 @@ import torch
 from .._ntk import _guided, _nlbayes, _pilot
 from .._util._config import NTDConfig
 from .._util._parallel import submit_all
-from . import _tiling, _vst
-from ._image import SAFE_SPREAD, estimate_sigma, robust_center
+from . import _vst
+from ._image import estimate_sigma, plan_tiles, robust_center, spread_and_scale
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -100,20 +100,6 @@ def frame_steps(shape: tuple[int, ...], cfg: NTDConfig, tiles) -> int:
     return 1 + len(_guided.batches(shape[:-1], tiles, cfg, shape[-1]))
 
 
-def _tiles(shape: tuple[int, ...], cfg: NTDConfig, tile_shape, max_memory: int):
-    """The guided NTK stage's tiles of one frame (as :func:`._image.iter_image`)."""
-    if tile_shape is None:
-        side = max(_guided.GUIDED_TILE, _tiling.min_tile_side(cfg))
-        tiles = tuple(min(side, n) for n in shape[:-1])
-        tiles = None if tiles == shape[:-1] else tiles
-    else:
-        tiles = tuple(tile_shape)
-    piece = shape[:-1] if tiles is None else tiles
-    whole = _tiling.guided_image_bytes(shape[:-1], shape[-1], 4)
-    _tiling.check_memory(piece, shape[-1], cfg, 4, max_memory, tile_shape is not None, extra=whole)
-    return tiles
-
-
 class _Frames:
     """The per-frame pilot quantities of a sliding window of the movie."""
 
@@ -133,9 +119,7 @@ class _Frames:
         if s not in self.groups:
             self.groups[s] = _pilot._nlb_groups(self.work[s])
             img = self.work[s]
-            steps = _nlbayes.nlb_params(
-                _pilot.sigma255(img, self.sigmas[s]), 3 if img.shape[-1] == 3 else 1
-            )
+            steps = _pilot.nlb_params_of(img, self.sigmas[s])
             # reference patches at every position (the 2D default's grid of 3 lost
             # 0.09 / 0.05 dB here at sigma 25 / 50 for 40 % less time); small
             # frames: the largest odd patch that fits
@@ -193,11 +177,10 @@ def _first(frames: _Frames, new: list[int]) -> None:
         ref = s - frames.context(s).start
         return _nlbayes.nlb_band(stack, None, frames.sigmas[s], frames.params[s][0], rows, ref)
 
-    def dct(kind: str, s: int):
-        img, sig = frames.work[s], frames.sigmas[s]
-        return _pilot.nlm(img, sig) if kind == "nlm" else _pilot._hard_pass(img, sig)
-
-    futures = submit_all(dct, [(kind, s) for s in new for kind in ("nlm", "hard")])
+    futures = submit_all(
+        lambda kind, s: _pilot.dct_pass(kind, frames.work[s], frames.sigmas[s]),
+        [(kind, s) for s in new for kind in ("nlm", "hard")],
+    )
     futures += submit_all(step1, jobs)
     out = _collect(futures)
     parts, results = out[: 2 * len(new)], out[2 * len(new) :]
@@ -210,8 +193,7 @@ def _first(frames: _Frames, new: list[int]) -> None:
     basic = _estimates(frames, new, jobs, results)
     for i, s in enumerate(new):
         frames.basic[s] = basic[i]
-        dct_groups = _pilot._nlb_groups(wiener[i])
-        frames.guides[0][s] = [(b + w) / 2 for b, w in zip(basic[i], dct_groups, strict=True)]
+        frames.guides[0][s] = _pilot.mean_guide(basic[i], wiener[i])
 
 
 def _second(frames: _Frames, new: list[int], level: int) -> list[list[np.ndarray]]:
@@ -254,8 +236,7 @@ def _ntk_stage(
     center = robust_center(y)
     if center is None or cfg.n_iter == 0 or sigma <= 0:
         return pilot.astype(np.float64)
-    spread = max(abs(float(y.max()) - center), abs(float(y.min()) - center))
-    scale = 1.0 if SAFE_SPREAD[0] <= spread <= SAFE_SPREAD[1] else spread
+    _, scale = spread_and_scale(y, center)
     yc = ((y.astype(np.float64) - center) / scale).astype(np.float32)
     pc = ((pilot.astype(np.float64) - center) / scale).astype(np.float32)
     stack = np.concatenate([yc, pc, yc, pc, np.zeros_like(yc)], axis=-1)
@@ -291,7 +272,7 @@ def iter_timelapse(
         sigmas = [
             estimate_sigma(work[s]) if cfg.sigma is None else float(cfg.sigma) for s in frames
         ]
-    tiles = _tiles(work.shape[1:], cfg, tile_shape, max_memory)
+    tiles = plan_tiles(work.shape[1:], cfg, 4, tile_shape, max_memory)  # float32
     per_frame = frame_steps(work.shape[1:], cfg, tiles)
     total = per_frame * len(frames)
     out = np.empty((len(frames), *movie.shape[1:]), np.float64)

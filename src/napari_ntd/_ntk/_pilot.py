@@ -52,6 +52,11 @@ __all__ = [
     "pilots",
     "iter_pilots",
     "PILOT_STEPS",
+    "dct_pass",
+    "mean_guide",
+    "nlb_params_of",
+    "sigma255",
+    "uses_nlb",
 ]
 
 #: Filtering strength of the non-local-means part of the pilot, times sigma.
@@ -258,6 +263,24 @@ def sigma255(img: np.ndarray, sigma: float) -> float:
     return 255.0 * sigma / max(float(hi - lo), 1e-12 * max(sigma, 1e-300))
 
 
+def nlb_params_of(img: np.ndarray, sigma: float):
+    """The two non-local Bayes steps' parameters for a ``(H, W, C)`` image."""
+    from . import _nlbayes
+
+    return _nlbayes.nlb_params(sigma255(img, sigma), 3 if img.shape[-1] == 3 else 1)
+
+
+def dct_pass(kind: str, img: np.ndarray, sigma: float):
+    """A first-round pass of the DCT pilot: ``'nlm'`` or ``'hard'`` (thresholding)."""
+    return nlm(img, sigma) if kind == "nlm" else _hard_pass(img, sigma)
+
+
+def mean_guide(basic: list[np.ndarray], estimate: np.ndarray) -> list[np.ndarray]:
+    """Step 2's guide: per group, the mean of step 1 and an ``(H, W, C)`` estimate
+    (+0.1 dB over step 1 alone on the benchmark crops, with the DCT Wiener one)."""
+    return [(b + e) / 2 for b, e in zip(basic, _nlb_groups(estimate), strict=True)]
+
+
 def uses_nlb(img: np.ndarray) -> bool:
     """Whether the pilot of ``img`` includes non-local Bayes (2D, patch-sized, numba)."""
     from . import _nlbayes
@@ -285,12 +308,7 @@ def iter_pilots(images: list[np.ndarray], sigma: float) -> Generator[None, None,
         return [img.copy() for img in images]
     nlb = [uses_nlb(img) for img in images]
     noisy = [_nlb_groups(img) if use else [] for img, use in zip(images, nlb, strict=True)]
-    params = [
-        _nlbayes.nlb_params(sigma255(img, sigma), img.shape[-1] if img.shape[-1] == 3 else 1)
-        if use
-        else None
-        for img, use in zip(images, nlb, strict=True)
-    ]
+    params = [nlb_params_of(img, sigma) if nlb[i] else None for i, img in enumerate(images)]
 
     def nlb_jobs(step: int) -> list[tuple[int, int, tuple[int, int]]]:
         return [
@@ -303,9 +321,7 @@ def iter_pilots(images: list[np.ndarray], sigma: float) -> Generator[None, None,
 
     first, second = nlb_jobs(0), nlb_jobs(1)
     jobs = [(kind, img) for img in images for kind in ("nlm", "hard")]
-    futures = submit_all(
-        lambda kind, img: nlm(img, sigma) if kind == "nlm" else _hard_pass(img, sigma), jobs
-    )
+    futures = submit_all(lambda kind, img: dct_pass(kind, img, sigma), jobs)
     futures += submit_all(
         lambda i, g, rows: _nlbayes.nlb_band(noisy[i][g], None, sigma, params[i][0], rows),
         first,
@@ -321,11 +337,7 @@ def iter_pilots(images: list[np.ndarray], sigma: float) -> Generator[None, None,
         out = [f.result() for f in futures]
         yield
         # step 2's guide: the mean of step 1 and the DCT Wiener estimate
-        # (+0.1 dB over step 1 alone on the benchmark crops)
-        for i in range(len(images)):
-            if nlb[i]:
-                wiener = _nlb_groups(out[i])
-                basic[i] = [(b + w) / 2 for b, w in zip(basic[i], wiener, strict=True)]
+        basic = [mean_guide(basic[i], out[i]) if nlb[i] else [] for i in range(len(images))]
         futures = submit_all(
             lambda i, g, rows: _nlbayes.nlb_band(
                 noisy[i][g], basic[i][g], sigma, params[i][1], rows
