@@ -185,6 +185,14 @@ def test_time_options_are_usage_errors_before_any_file_is_read(tmp_path, capsys,
     assert "time_window" not in err and "time_axis" not in err  # the CLI's terms
 
 
+def test_a_file_error_names_the_option_not_a_keyword(tiff, tmp_path, capsys):
+    """An option that fits no axis of this file fails the file in the CLI's terms."""
+    status = main(["denoise", str(tiff[0]), str(tmp_path / "o.tif"), "--time-axis", "5"])
+    err = capsys.readouterr().err
+    assert status == 1 and "cells.tif" in err and "--time-axis" in err, err
+    assert "time_axis" not in err
+
+
 def test_tiff_output_is_a_stack_or_colour_as_the_input(tmp_path, recwarn):
     """A 3-frame stack is written as 3 grey planes (tifffile would guess RGB);
     a colour picture as RGB samples."""

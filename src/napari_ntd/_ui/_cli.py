@@ -246,7 +246,7 @@ def _denoise_files(args: argparse.Namespace) -> int:
             except Exception as err:  # one bad file must not lose the batch
                 failures += 1
                 known = isinstance(err, (ValueError, TypeError, NotImplementedError, OSError))
-                what = str(err) if known else f"{type(err).__name__}: {err}"
+                what = _flags(str(err)) if known else f"{type(err).__name__}: {err}"
                 bar.write(f"napari-ntd: error: {src}: {what}", file=sys.stderr)
                 if args.stop_on_error:
                     left = len(inputs) - i - 1
