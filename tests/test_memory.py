@@ -24,7 +24,7 @@ def image():
 
 
 def _suggested(message: str) -> str:
-    return re.search(r"pass max_memory=(\d+MiB) or more", message).group(1)
+    return re.search(r"pass (?:max_memory|--max-memory)=(\d+MiB) or more", message).group(1)
 
 
 def test_estimate_grows_with_size_and_method():
@@ -101,7 +101,7 @@ def test_cli_reports_the_budget(tmp_path, capsys):
     args = ["denoise", str(src), str(dst), "--method", "exact", "--n-iter", "1", "--quiet"]
     assert main([*args, "--max-memory", "100kB"]) == 1
     err = capsys.readouterr().err
-    assert "needs about" in err and "max_memory" in err
+    assert "needs about" in err and "--max-memory" in err and "max_memory" not in err
     assert not dst.exists()
     assert main([*args, "--max-memory", _suggested(err)]) == 0
     assert dst.exists()
