@@ -25,7 +25,10 @@ column, so that every pixel is estimated):
      ``P^ = mu_b + C_b (C_b + beta sigma^2 I)^-1 (P - mu)``.
 
 3. **Aggregate.** Every estimated patch of the reference frame is added back
-   at its place (weight 1); its position is marked done.
+   at its place (weight 1); its position is marked done. Time-lapses
+   (``all_frames``): the estimated patches of the other frames too, into
+   their frames (as in video non-local Bayes), only the reference frame's
+   marked done.
 
 Colour (three opponent channels, :mod:`napari_ntd._pilot`): step 1 groups on
 the luminance and estimates each channel alone, step 2 groups on all channels
