@@ -34,6 +34,22 @@ def test_kernel_equals_reference(channels, frames, step, n_similar):
     assert np.abs(ref - noisy[0]).mean() > 0.05  # it filtered
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_kernel_all_frames_equals_reference(channels):
+    """Time-lapse aggregation: the estimated patches of every frame of a group."""
+    noisy, guide = _stack(channels, 3, np.random.default_rng(5))
+    params = nlb.NLBParams(patch=3, n_similar=14, window=4, beta=1.1, flat=False)
+    num, den, r0 = nlb.nlb_band(noisy, guide, 0.3, params, (0, 16), all_frames=True)
+    assert r0 == 0 and num.shape == (3, channels, 18, 21) and den.shape == (3, 18, 21)
+    ref = nlb.nlb_reference(noisy, guide, 0.3, params, all_frames=True)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(num / den[:, None], ref, atol=1e-9)
+    assert (den[1:] > 0).mean() > 0.5  # the other frames got estimates
+    one = nlb.nlb_band(noisy, guide, 0.3, params, (0, 16))  # frame 0 alone: the same
+    np.testing.assert_allclose(one[0], num[0])
+    np.testing.assert_allclose(one[1], den[0])
+
+
 def test_bands_cover_the_frame_and_join():
     """Bands of reference rows (each with its own paste trick) join into a full estimate."""
     rng = np.random.default_rng(0)

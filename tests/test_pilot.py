@@ -180,3 +180,46 @@ def test_pilot_follows_scale_and_offset(channels):
     moved = pilot(250.0 * img + 1000.0, 25.0)
     np.testing.assert_allclose(moved, 250.0 * base + 1000.0, rtol=0, atol=1e-6 * 1250)
     assert np.abs(base - img).max() > 0.05  # it filtered
+
+
+def _reference_window(x, sigma, guide=None, n=4, threshold=2.7):
+    """Space-time blocks: all T frames by every n x n block of the reflect-padded frames."""
+    pad = n - 1
+    spatial = ((0, 0), (pad, pad), (pad, pad))
+    xp = np.pad(x, spatial, mode="reflect")
+    gp = None if guide is None else np.pad(guide, spatial, mode="reflect")
+    num, den = np.zeros_like(xp), np.zeros_like(xp)
+    for i in range(xp.shape[1] - n + 1):
+        for j in range(xp.shape[2] - n + 1):
+            block = (slice(None), slice(i, i + n), slice(j, j + n))
+            c = scipy.fft.dctn(xp[block], norm="ortho")
+            if gp is None:
+                keep = np.abs(c) > threshold * sigma
+                keep.flat[0] = True
+                c, w = c * keep, 1.0 / keep.sum()
+            else:
+                g2 = scipy.fft.dctn(gp[block], norm="ortho") ** 2
+                s = g2 / (g2 + sigma**2)
+                s.flat[0] = 1.0
+                c, w = c * s, 1.0 / max((s**2).sum(), 1e-12)
+            num[block] += w * scipy.fft.idctn(c, norm="ortho")
+            den[block] += w
+    return (num / den)[:, pad:-pad, pad:-pad]
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+@pytest.mark.parametrize("guided", [False, True])
+def test_dct_window_matches_block_by_block_reference(frames, guided, monkeypatch):
+    """Time-lapse pilot: T x n x n blocks (:func:`dct_window`), bands or not."""
+    y = np.random.default_rng(2).random((frames, 9, 11))
+    guide = _reference_window(y, 0.1) if guided else None
+    g = None if guide is None else torch.from_numpy(guide)[None]
+    out = _pilot.dct_window(torch.from_numpy(y)[None], 0.1, guide=g, size=4)[0].numpy()
+    np.testing.assert_allclose(out, _reference_window(y, 0.1, guide), atol=1e-10)
+    assert np.abs(out - y).max() > 0.05
+    monkeypatch.setattr(_pilot, "_BAND_ELEMENTS", 1)  # one block row per band
+    banded = _pilot.dct_window(torch.from_numpy(y)[None], 0.1, guide=g, size=4)[0].numpy()
+    np.testing.assert_allclose(banded, out, atol=1e-12)
+    if frames == 1:  # one frame: the 2D sliding DCT
+        flat = dct_shrink(torch.from_numpy(y)[None], 0.1, guide=g, size=4)[0].numpy()
+        np.testing.assert_allclose(out, flat, atol=1e-12)

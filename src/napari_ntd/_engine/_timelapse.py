@@ -3,7 +3,7 @@
 ``denoise_ntd(movie, time_axis=0)``. Consecutive frames see nearly the same
 scene, so the guided method's non-local Bayes pilot
 (:mod:`napari_ntd._nlbayes`) searches the groups of similar patches of frame
-``t`` in frames ``t - w .. t + w`` too (``w = time_window``; a
+``s`` in frames ``s - w .. s + w`` too (``w = time_window``; a
 ``(2 SEARCH + 1)^2`` window around the same position in each). Grouping by
 similarity is what makes it robust to motion: a patch whose content moved
 or changed is not similar and stays out of the group, so moving objects are
@@ -11,20 +11,29 @@ not averaged with where they were (no ghosting).
 
 Per frame ``s``:
 
-1. ``basic_s``: step 1 of non-local Bayes on frame ``s`` with frames
-   ``s - w .. s + w`` as candidates; ``dct_s``: the 2D DCT Wiener pilot of
-   frame ``s`` (:mod:`napari_ntd._pilot`); the first guide
-   ``(basic_s + dct_s) / 2``;
-2. ``PASSES`` passes of step 2 with frames ``s - w .. s + w``, each grouped
-   on the previous guides; after a pass the next guide is
-   ``(basic_s + pass_s) / 2``; the last pass on frame ``t`` is its pilot;
+1. ``dct_s``: the DCT pilot of the short movie ``s - w .. s + w`` with
+   space-time blocks (``8 x 8`` pixels by all its frames,
+   :func:`napari_ntd._pilot.window_wiener`): hard thresholding, then the
+   empirical Wiener shrinkage guided by its mean with the frames' non-local
+   means; frame ``s`` of it is the first guide. It replaces the 2D DCT pilot
+   and step 1 of non-local Bayes, which no longer helped next to it (on the
+   benchmark time-lapse at sigma 15 / 25 / 50: first pass 38.95 / 37.13 /
+   34.29 dB guided by ``(step 1 + dct_s) / 2``, 38.95 / 37.13 / 34.31 by
+   ``dct_s`` alone; ``dct_s`` itself 38.63 / 36.46 / 33.30, the 2D DCT
+   pilot 36.81 / 34.46 / 30.81);
+2. ``PASSES`` passes of step 2, each grouped on the previous guides, the
+   patches of every frame of a group aggregated into that frame
+   (:data:`CROSS`): the estimate of frame ``t`` gathers its patches from
+   the groups of the reference frames ``t - w .. t + w``. After a pass the
+   next guide is ``(dct_s + pass_s) / 2``; the last pass of frame ``t`` is
+   its pilot;
 3. the NTK twicing stage of the guided method on frame ``t`` (its own
    patches, a fixed ``t``; off by default), as for a 2D image.
 
-So output frame ``t`` depends on input frames ``t - (PASSES + 1) w .. t +
-(PASSES + 1) w`` only (:func:`reach`): the movie is processed as a sliding
-window (a few float32 frames of pilot state), and any split of the movie
-into chunks overlapping by the reach gives the same result
+So output frame ``t`` depends on input frames ``t - (2 PASSES + 1) w .. t +
+(2 PASSES + 1) w`` only (:func:`reach`): the movie is processed as a sliding
+window (a few float32 frames of pilot state per pass), and any split of the
+movie into chunks overlapping by the reach gives the same result
 (:mod:`._dask`). The noise model is global (one transform for the movie); a
 sigma not given is estimated per frame.
 """
@@ -61,14 +70,27 @@ DEFAULT_WINDOW = 2
 #: 35.3 / 35.8 / 36.1 / 36.2 dB for 11 / 5 / 3 / 2 (frame by frame: 34.9).
 SEARCH = 2
 
-#: Passes of step 2 (each grouped on the previous pass's result): 2 gained
-#: 0.3-0.4 dB over one on the benchmark time-lapse, 3 another 0.03.
+#: Passes of step 2 (each grouped on the previous pass's result). With the
+#: space-time DCT guide, on the benchmark time-lapse at sigma 15 / 25 / 50:
+#: one pass 38.95 / 37.13 / 34.31 dB, two 38.91 / 37.16 / 34.40 (the 2D
+#: guide of the first version: two gained 0.3-0.4 dB over one, three 0.03).
 PASSES = 2
 
-#: ``beta`` of step 2 on time-lapses (2D images: 0.9-1.2). Measured on the
-#: benchmark time-lapse at sigma 25 / 50: 1.0: 36.44 / 33.53 dB, 1.3: 36.53 /
-#: 33.67, 1.6: 36.58 / 33.72, 2.0: 36.61 / 33.74.
-BETA_2 = 1.6
+#: ``beta`` of step 2 on time-lapses (the IPOL table's value for sigma < 35).
+#: Measured on the benchmark time-lapse (seed 0) at sigma 15 / 25 / 50 /
+#: Poisson: 1.0: 38.84 / 37.07 / 34.37 / 36.91 dB, ghost 0.3 / 2.3 / 7.8 / 0.9 %,
+#: blink error 5.2 / 9.8 / 23.0 / 5.3 %; 1.6 (best with the 2D guide):
+#: 38.91 / 37.16 / 34.40 / 37.01 dB, ghost 0.4 / 2.6 / 8.8 / 1.2 %, blink
+#: 5.2 / 10.4 / 25.2 / 5.8 %: the stronger shrinkage pulls a group towards
+#: its guide's mean, where a moving or blinking nucleus was.
+BETA_2 = 1.0
+
+#: The estimated patches of every frame of a group are aggregated into that
+#: frame, not only the reference frame's (as video non-local Bayes does).
+#: On the benchmark time-lapse at sigma 15 / 25 / 50 (beta 1.6): 38.91 / 37.16
+#: / 34.40 dB, reference frame only 38.83 / 37.09 / 34.36; it doubles the
+#: reach of each pass.
+CROSS = True
 
 
 def timelapse_order(shape: tuple[int, ...], time_axis: int, channel_axis: int | None) -> list[int]:
@@ -88,9 +110,14 @@ def timelapse_order(shape: tuple[int, ...], time_axis: int, channel_axis: int | 
     return [*lead, ta, *spatial, *([] if ch is None else [ch])]
 
 
+def _spread(window: int) -> int:
+    """Frames a pass reaches on each side of a frame, beyond its guides."""
+    return window * (2 if CROSS else 1)
+
+
 def reach(window: int) -> int:
     """Output frame ``t`` reads input frames ``t - reach .. t + reach`` only."""
-    return (PASSES + 1) * window
+    return window + PASSES * _spread(window)
 
 
 def frame_steps(shape: tuple[int, ...], cfg: NTDConfig, tiles) -> int:
@@ -101,16 +128,24 @@ def frame_steps(shape: tuple[int, ...], cfg: NTDConfig, tiles) -> int:
 
 
 class _Frames:
-    """The per-frame pilot quantities of a sliding window of the movie."""
+    """The per-frame pilot quantities of a sliding window of the movie.
+
+    Pass ``k`` (``0 .. PASSES - 1``) is grouped on ``guides[k]``; the estimate
+    of frame ``t`` at pass ``k`` adds up the ``acc[k][t]`` accumulators of
+    its patches from the groups of the reference frames ``context(t)``.
+    """
 
     def __init__(self, work: np.ndarray, sigmas: list[float], window: int):
         self.work, self.sigmas, self.window = work, sigmas, window
         self.n = work.shape[0]
         self.groups: dict[int, list[np.ndarray]] = {}  # (1, C', H, W) float32 per group
-        self.basic: dict[int, list[np.ndarray]] = {}  # step 1 with the neighbours
-        # guides[0]: (step 1 + DCT Wiener) / 2; guides[1]: (step 1 + first step 2) / 2
+        self.params: dict[int, _nlbayes.NLBParams] = {}
+        self.nl: dict[int, np.ndarray] = {}  # non-local means (H, W, C)
+        self.dct: dict[int, list[np.ndarray]] = {}  # the space-time DCT pilot, per group
         self.guides: list[dict[int, list[np.ndarray]]] = [{} for _ in range(PASSES)]
-        self.params: dict[int, tuple] = {}
+        self.est: list[dict[int, list[np.ndarray]]] = [{} for _ in range(PASSES)]
+        self.acc: list[dict[int, list]] = [{} for _ in range(PASSES)]  # (num, den) per group
+        self.ran: list[set[int]] = [set() for _ in range(PASSES)]  # reference frames run
 
     def context(self, s: int) -> range:
         return range(max(0, s - self.window), min(self.n, s + self.window + 1))
@@ -119,36 +154,38 @@ class _Frames:
         if s not in self.groups:
             self.groups[s] = _pilot._nlb_groups(self.work[s])
             img = self.work[s]
-            steps = _pilot.nlb_params_of(img, self.sigmas[s])
+            step2 = _pilot.nlb_params_of(img, self.sigmas[s])[1]
             # reference patches at every position (the 2D default's grid of 3 lost
             # 0.09 / 0.05 dB here at sigma 25 / 50 for 40 % less time); small
             # frames: the largest odd patch that fits
             side = min(img.shape[:2])
-            fit = [min(p.patch, side - 1 + side % 2) for p in steps]
-            first, second = (
-                dataclasses.replace(p, window=SEARCH, stride=1, patch=f)
-                for p, f in zip(steps, fit, strict=True)
+            self.params[s] = dataclasses.replace(
+                step2,
+                window=SEARCH,
+                stride=1,
+                patch=min(step2.patch, side - 1 + side % 2),
+                beta=BETA_2,
             )
-            self.params[s] = (first, dataclasses.replace(second, beta=BETA_2))
         return self.groups[s]
 
     def stack(self, s: int, g: int, source: dict) -> np.ndarray:
         """Group ``g`` of the frames around ``s`` as ``(T', C', H, W)``."""
         return np.concatenate([source[k][g] for k in self.context(s)])
 
-    def drop_before(self, s: int) -> None:
-        for cache in (self.groups, self.basic, self.params, *self.guides):
-            for k in [k for k in cache if k < s]:
+    def drop_before(self, t: int) -> None:
+        """Drop what output frames ``t`` and later no longer need."""
+        w, spread = self.window, _spread(self.window)
+        lows = [(self.groups, t - reach(w)), (self.params, t - reach(w)), (self.nl, t - reach(w))]
+        lows.append((self.dct, t - PASSES * spread))
+        for k in range(PASSES):
+            later = (PASSES - 1 - k) * spread  # pass k's estimates: frames >= t - later
+            lows += [(self.est[k], t - later), (self.acc[k], t - later)]
+            lows.append((self.guides[k], t - later - spread))
+        for cache, low in lows:
+            for k in [k for k in cache if k < low]:
                 del cache[k]
-
-
-def _bands_of(frames: _Frames, new: list[int], step: int) -> list[tuple[int, int, tuple]]:
-    return [
-        (s, g, rows)
-        for s in new
-        for g in range(len(frames.groups[s]))
-        for rows in _nlbayes.bands(frames.work.shape[1], frames.params[s][step].patch)
-    ]
+        for k in range(PASSES):
+            self.ran[k] = {s for s in self.ran[k] if s >= t - reach(w)}
 
 
 def _collect(futures: list) -> list:
@@ -159,74 +196,97 @@ def _collect(futures: list) -> list:
             f.cancel()
 
 
-def _estimates(frames: _Frames, new: list[int], jobs, results) -> list[list[np.ndarray]]:
-    stacks = [[frames.groups[s][g] for g in range(len(frames.groups[s]))] for s in new]
-    index = {s: i for i, s in enumerate(new)}
-    return _nlbayes.assemble(stacks, [(index[s], g, rows) for s, g, rows in jobs], results)
-
-
-def _first(frames: _Frames, new: list[int]) -> None:
-    """Step 1 and the DCT Wiener pilot of frames ``new``: their first guides."""
-    for s in new:
-        for k in frames.context(s):
-            frames.noisy(k)
-    jobs = _bands_of(frames, new, 0)
-
-    def step1(s: int, g: int, rows: tuple[int, int]):
-        stack = frames.stack(s, g, frames.groups)
-        ref = s - frames.context(s).start
-        return _nlbayes.nlb_band(stack, None, frames.sigmas[s], frames.params[s][0], rows, ref)
-
-    futures = submit_all(
-        lambda kind, s: _pilot.dct_pass(kind, frames.work[s], frames.sigmas[s]),
-        [(kind, s) for s in new for kind in ("nlm", "hard")],
+def _dct_pilots(frames: _Frames, targets: list[int]) -> None:
+    """The space-time DCT pilots of frames ``targets`` (frame ``s`` of the DCT
+    pilot of frames ``s - w .. s + w``)."""
+    new = [s for s in targets if s not in frames.dct]
+    if not new:
+        return
+    nls = sorted({k for s in new for k in frames.context(s)} - set(frames.nl))
+    out = _collect(
+        submit_all(lambda s: _pilot.nlm(frames.work[s], frames.sigmas[s]), [(s,) for s in nls])
     )
-    futures += submit_all(step1, jobs)
-    out = _collect(futures)
-    parts, results = out[: 2 * len(new)], out[2 * len(new) :]
-    wiener = _collect(
-        submit_all(
-            lambda s, nl, hard: _pilot._wiener_pass(frames.work[s], nl, hard, frames.sigmas[s]),
-            [(s, parts[2 * i], parts[2 * i + 1]) for i, s in enumerate(new)],
-        )
-    )
-    basic = _estimates(frames, new, jobs, results)
-    for i, s in enumerate(new):
-        frames.basic[s] = basic[i]
-        frames.guides[0][s] = _pilot.mean_guide(basic[i], wiener[i])
+    frames.nl.update(zip(nls, out, strict=True))
+
+    def pilot_of(s: int) -> list[np.ndarray]:
+        ctx = frames.context(s)
+        nl = np.stack([frames.nl[k] for k in ctx])
+        dct = _pilot.window_wiener(frames.work[ctx.start : ctx.stop], nl, frames.sigmas[s])
+        return _pilot._nlb_groups(dct[s - ctx.start])
+
+    frames.dct.update(zip(new, _collect(submit_all(pilot_of, [(s,) for s in new])), strict=True))
 
 
-def _second(frames: _Frames, new: list[int], level: int) -> list[list[np.ndarray]]:
-    """Step 2 of frames ``new`` with their neighbours, grouped on ``guides[level]``."""
-    need = sorted({k for s in new for k in frames.context(s)} - set(frames.guides[level]))
-    if need and level == 0:
-        _first(frames, need)
-    elif need:
-        _guides_next(frames, need, level)
-    jobs = _bands_of(frames, new, 1)
-    guides = frames.guides[level]
+def _run(frames: _Frames, k: int, srcs: list[int]) -> None:
+    """Pass ``k`` on the reference frames ``srcs``, added to the accumulators."""
+    srcs = [s for s in srcs if s not in frames.ran[k]]
+    if not srcs:
+        return
+    for s in srcs:
+        for j in frames.context(s):
+            frames.noisy(j)
+    _guides(frames, k, sorted({j for s in srcs for j in frames.context(s)}))
+    jobs = [
+        (s, g, rows)
+        for s in srcs
+        for g in range(len(frames.groups[s]))
+        for rows in _nlbayes.bands(frames.work.shape[1], frames.params[s].patch)
+    ]
 
-    def step2(s: int, g: int, rows: tuple[int, int]):
+    def band(s: int, g: int, rows: tuple[int, int]):
         ref = s - frames.context(s).start
-        noisy, guide = frames.stack(s, g, frames.groups), frames.stack(s, g, guides)
-        return _nlbayes.nlb_band(noisy, guide, frames.sigmas[s], frames.params[s][1], rows, ref)
+        noisy, guide = frames.stack(s, g, frames.groups), frames.stack(s, g, frames.guides[k])
+        params = frames.params[s]
+        return _nlbayes.nlb_band(noisy, guide, frames.sigmas[s], params, rows, ref, CROSS)
 
-    return _estimates(frames, new, jobs, _collect(submit_all(step2, jobs)))
+    acc = frames.acc[k]
+    for (s, g, _), (num, den, r0) in zip(jobs, _collect(submit_all(band, jobs)), strict=True):
+        parts = zip(frames.context(s), num, den, strict=True) if CROSS else [(s, num, den)]
+        for j, num_j, den_j in parts:
+            if j not in acc:
+                acc[j] = [None] * len(frames.groups[j])
+            if acc[j][g] is None:
+                _, c, h, w = frames.groups[j][g].shape
+                acc[j][g] = (np.zeros((c, h, w)), np.zeros((h, w)))
+            tot, wsum = acc[j][g]
+            tot[:, r0 : r0 + den_j.shape[0]] += num_j
+            wsum[r0 : r0 + den_j.shape[0]] += den_j
+    frames.ran[k].update(srcs)
 
 
-def _guides_next(frames: _Frames, new: list[int], level: int) -> None:
-    """Guides of pass ``level``: the mean of step 1 and the previous pass's step 2."""
-    final = _second(frames, new, level - 1)
-    for i, s in enumerate(new):
-        frames.guides[level][s] = [
-            (b + f) / 2 for b, f in zip(frames.basic[s], final[i], strict=True)
+def _estimates(frames: _Frames, k: int, targets: list[int]) -> None:
+    """The estimates of frames ``targets`` at pass ``k``."""
+    targets = [t for t in targets if t not in frames.est[k]]
+    if not targets:
+        return
+    srcs = {s for t in targets for s in frames.context(t)} if CROSS else set(targets)
+    _run(frames, k, sorted(srcs))
+    for t in targets:
+        frames.est[k][t] = [
+            (tot / wsum).astype(np.float32)[None] for tot, wsum in frames.acc[k].pop(t)
         ]
 
 
+def _guides(frames: _Frames, k: int, targets: list[int]) -> None:
+    """Guides of pass ``k``: the space-time DCT pilot, then its mean with the
+    previous pass."""
+    targets = [t for t in targets if t not in frames.guides[k]]
+    if not targets:
+        return
+    _dct_pilots(frames, targets)
+    if k:
+        _estimates(frames, k - 1, targets)
+    for t in targets:
+        dct = frames.dct[t]
+        frames.guides[k][t] = (
+            [(a + b) / 2 for a, b in zip(dct, frames.est[k - 1][t], strict=True)] if k else dct
+        )
+
+
 def _pilot_of(frames: _Frames, t: int) -> np.ndarray:
-    """The time-lapse pilot of frame ``t`` (``(H, W, C)``): the second pass of step 2."""
-    (final,) = _second(frames, [t], PASSES - 1)
-    return _pilot._from_groups(final, frames.work[t])
+    """The time-lapse pilot of frame ``t`` (``(H, W, C)``): the last pass of step 2."""
+    _estimates(frames, PASSES - 1, [t])
+    return _pilot._from_groups(frames.est[PASSES - 1][t], frames.work[t])
 
 
 def _ntk_stage(
@@ -288,7 +348,7 @@ def iter_timelapse(
         stage = _ntk_stage(work[t], pilot, sigmas[t], cfg, seed + t, tiles, device)
         z = yield from _shift(stage, base + 1, total)
         out[i] = _vst.gat_inverse(z, noise) if noise.kind != "gaussian" else z
-        cache.drop_before(t + 1 - PASSES * window)
+        cache.drop_before(t + 1)
     return out
 
 

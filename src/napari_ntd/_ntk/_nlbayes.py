@@ -25,7 +25,10 @@ column, so that every pixel is estimated):
      ``P^ = mu_b + C_b (C_b + beta sigma^2 I)^-1 (P - mu)``.
 
 3. **Aggregate.** Every estimated patch of the reference frame is added back
-   at its place (weight 1); its position is marked done.
+   at its place (weight 1); its position is marked done. Time-lapses
+   (``all_frames``): the estimated patches of the other frames too, into
+   their frames (as in video non-local Bayes), only the reference frame's
+   marked done.
 
 Colour (three opponent channels, :mod:`napari_ntd._pilot`): step 1 groups on
 the luminance and estimates each channel alone, step 2 groups on all channels
@@ -127,6 +130,7 @@ def nlb_band(
     params: NLBParams,
     rows: tuple[int, int],
     frame: int = 0,
+    all_frames: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """One band of one step: ``(num, den, row0)`` accumulators of the estimates.
 
@@ -134,7 +138,9 @@ def nlb_band(
     grouping on the noisy image); the reference patches are those of frame
     ``frame`` with top rows in ``rows``; their groups draw on all ``T``
     frames. ``num`` (``C, h, W``) and ``den`` (``h, W``) cover image rows
-    ``row0 .. row0 + h`` of frame ``frame``.
+    ``row0 .. row0 + h`` of frame ``frame``. ``all_frames``: the estimated
+    patches of every frame are aggregated, ``num`` ``(T, C, h, W)`` and ``den``
+    ``(T, h, W)`` (the paste trick still marks frame ``frame`` only).
     """
     from ._nlbayes_kernel import band
 
@@ -143,8 +149,9 @@ def nlb_band(
     guide = noisy if guide is None else np.ascontiguousarray(guide, dtype=np.float32)
     _, c, h, w = noisy.shape
     r0, r1 = band_rows(h, params.patch, params.window, rows)
-    num = np.zeros((c, r1 - r0, w), np.float64)
-    den = np.zeros((r1 - r0, w), np.float64)
+    t_out = noisy.shape[0] if all_frames else 1
+    num = np.zeros((t_out, c, r1 - r0, w), np.float64)
+    den = np.zeros((t_out, r1 - r0, w), np.float64)
     joint = second or c != 3
     dist_ch = 1 if (c == 3 and not second) else c
     band(
@@ -166,15 +173,21 @@ def nlb_band(
         den,
         r0,
         params.stride,
+        all_frames,
     )
-    return num, den, r0
+    return (num, den, r0) if all_frames else (num[0], den[0], r0)
 
 
 def nlb_reference(
-    noisy: np.ndarray, guide: np.ndarray | None, sigma: float, params: NLBParams
+    noisy: np.ndarray,
+    guide: np.ndarray | None,
+    sigma: float,
+    params: NLBParams,
+    all_frames: bool = False,
 ) -> np.ndarray:
     """Slow, obvious NumPy version of one step on frame 0 of a ``(T, C, H, W)`` stack,
-    one band (for the tests)."""
+    one band (for the tests): ``(C, H, W)``, or ``all_frames``: the aggregated
+    estimates of every frame ``(T, C, H, W)`` (a frame no group reached: NaN)."""
     from ._nlbayes_kernel import RIDGE
 
     noisy = noisy.astype(np.float64)
@@ -184,8 +197,8 @@ def nlb_reference(
     p, s2 = params.patch, sigma**2
     dist_ch = 1 if (c == 3 and not second) else c
     chans = [list(range(c))] if (second or c != 3) else [[k] for k in range(c)]
-    num = np.zeros((c, h, w))
-    den = np.zeros((h, w))
+    num = np.zeros((t_n, c, h, w))
+    den = np.zeros((t_n, h, w))
     done = np.zeros((h - p + 1, w - p + 1), bool)
 
     def patch(a, t, i, j, ch):
@@ -231,13 +244,16 @@ def nlb_reference(
                         filt = np.eye(d) - params.beta * s2 * np.linalg.inv(cn + ridge)
                         est = mu + (pn - mu) @ filt.T
                 for (t, a, b), e in zip(group, est, strict=True):
-                    if t == 0:
-                        num[ch, a : a + p, b : b + p] += e.reshape(len(ch), p, p)
+                    if t == 0 or all_frames:
+                        num[t, ch, a : a + p, b : b + p] += e.reshape(len(ch), p, p)
             for t, a, b in group:
+                if t == 0 or all_frames:
+                    den[t, a : a + p, b : b + p] += 1
                 if t == 0:
-                    den[a : a + p, b : b + p] += 1
                     done[a, b] = True
-    return num / np.maximum(den, 1e-300)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = num / den[:, None]
+    return out if all_frames else out[0]
 
 
 def assemble(

@@ -31,6 +31,7 @@ def band(
     den,
     r0,
     stride,
+    all_frames,
 ):
     t_n, c_n, h, wd = noisy.shape
     ni, nj = h - p + 1, wd - p + 1
@@ -126,22 +127,24 @@ def band(
                         est = pc - beta * s2 * np.linalg.solve(cov, pc.T).T + mu
                 for m in range(n):
                     o = order[m]
-                    if ct[o] != frame:
+                    if ct[o] != frame and not all_frames:
                         continue
+                    f = ct[o] if all_frames else 0
                     q = 0
                     for c in range(c0, c0 + nc):
                         for u in range(p):
                             for v in range(p):
-                                num[c, ci[o] + u - r0, cj[o] + v] += est[m, q]
+                                num[f, c, ci[o] + u - r0, cj[o] + v] += est[m, q]
                                 q += 1
             for m in range(n):
                 o = order[m]
-                if ct[o] != frame:
+                if ct[o] != frame and not all_frames:
                     continue
+                f = ct[o] if all_frames else 0
                 a = ci[o]
                 b = cj[o]
                 for u in range(p):
                     for v in range(p):
-                        den[a + u - r0, b + v] += 1.0
-                if i0 <= a < i1:
+                        den[f, a + u - r0, b + v] += 1.0
+                if ct[o] == frame and i0 <= a < i1:
                     done[a - i0, b] = True

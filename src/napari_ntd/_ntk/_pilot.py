@@ -48,6 +48,8 @@ __all__ = [
     "nlm",
     "dct_matrix",
     "dct_shrink",
+    "dct_window",
+    "window_wiener",
     "pilot",
     "pilots",
     "iter_pilots",
@@ -193,6 +195,79 @@ def dct_shrink(
     return out[(..., *(slice(pad, m - pad) for m in out.shape[2:]))]
 
 
+def dct_window(
+    x: torch.Tensor,
+    sigma: float,
+    *,
+    guide: torch.Tensor | None = None,
+    size: int = DCT_SIZE,
+    threshold: float = DCT_THRESHOLD,
+) -> torch.Tensor:
+    """:func:`dct_shrink` of ``(B, T, H, W)`` short movies (``B`` of them) with
+    space-time blocks: ``size x size`` sliding in space, all ``T`` frames in time.
+
+    The 3D DCT of a block is the 2D DCT of the planes of the DCT along time of
+    the whole movie; thresholding (or the Wiener shrinkage), the kept block
+    mean and the aggregation weights are those of :func:`dct_shrink` on these
+    ``T x size x size`` coefficients (``T = 1``: :func:`dct_shrink` exactly).
+    """
+    b, t_n, h, w = x.shape
+    n = max(1, min(size, h, w))
+    pad = n - 1
+    dt = dct_matrix(t_n, x.dtype).to(x.device)
+    d = dct_matrix(n, x.dtype).to(x.device)
+    w1 = d.reshape(n, 1, 1, n)  # along W
+    w2 = d.repeat(n, 1).reshape(n * n, 1, n, 1)  # along H per group
+    ones = torch.ones((1, 1, n, n), dtype=x.dtype, device=x.device)
+    noise_power = max(sigma**2, torch.finfo(x.dtype).tiny)
+
+    def temporal(z: torch.Tensor) -> torch.Tensor:  # the DCT along time
+        return torch.einsum("kt,bthw->bkhw", dt, z)
+
+    def padded(z: torch.Tensor) -> torch.Tensor:
+        return F.pad(z, (pad, pad, pad, pad), mode="reflect") if pad else z
+
+    def analysis(z: torch.Tensor) -> torch.Tensor:  # (N, 1, h, w) -> (N, n^2, h', w')
+        return F.conv2d(F.conv2d(z, w1), w2, groups=n)
+
+    def synthesis(c: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(F.conv_transpose2d(c, w2, groups=n), w1)
+
+    xp = padded(temporal(x)).reshape(b * t_n, 1, h + 2 * pad, w + 2 * pad)
+    gp = (
+        None
+        if guide is None
+        else padded(temporal(guide)).reshape(b * t_n, 1, h + 2 * pad, w + 2 * pad)
+    )
+    num = torch.zeros_like(xp)
+    den = torch.zeros((b, 1, h + 2 * pad, w + 2 * pad), dtype=x.dtype, device=x.device)
+    positions = xp.shape[2] - n + 1
+    per_position = n * n * b * t_n * xp.shape[3]
+    band = max(1, min(32, _BAND_ELEMENTS // per_position))
+    for a in range(0, positions, band):
+        rows = slice(a, min(a + band, positions) + n - 1)
+        coef = analysis(xp[:, :, rows])  # (B*T, n*n, r, c)
+        cshape = coef.shape
+        if gp is None:
+            keep = coef.abs() > threshold * sigma
+            keep = keep.reshape(b, t_n, n * n, *cshape[2:])
+            keep[:, 0, 0] = True
+            coef = coef * keep.reshape(cshape)
+            weight = 1.0 / keep.sum((1, 2)).to(x.dtype)  # (B, r, c)
+        else:
+            g2 = analysis(gp[:, :, rows]) ** 2
+            shrink = (g2 / (g2 + noise_power)).reshape(b, t_n, n * n, *cshape[2:])
+            shrink[:, 0, 0] = 1.0
+            coef = coef * shrink.reshape(cshape)
+            weight = 1.0 / (shrink**2).sum((1, 2)).clamp_min(1e-12)
+        wb = weight[:, None, None].expand(b, t_n, 1, *cshape[2:]).reshape(b * t_n, 1, *cshape[2:])
+        num[:, :, rows] += synthesis(coef * wb)
+        den[:, :, rows] += F.conv_transpose2d(weight[:, None], ones)
+    out = num.reshape(b, t_n, *num.shape[2:]) / den
+    out = torch.einsum("kt,bkhw->bthw", dt, out)
+    return out[..., pad : out.shape[-2] - pad, pad : out.shape[-1] - pad]
+
+
 def _planes(a: np.ndarray) -> torch.Tensor:
     """``(*spatial, C)`` -> ``(C, 1, *spatial)`` planes (opponent space for colour)."""
     if a.shape[-1] == 3:
@@ -231,6 +306,23 @@ def _wiener_pass(
     out = np.moveaxis(out[:, 0].numpy(), 0, -1)
     out = out @ _OPPONENT.astype(img.dtype) if img.shape[-1] == 3 else out
     return np.ascontiguousarray(out, dtype=img.dtype)
+
+
+def window_wiener(movie: np.ndarray, non_local: np.ndarray, sigma: float) -> np.ndarray:
+    """The DCT pilot of a short ``(T, H, W, C)`` movie with space-time blocks
+    (:func:`dct_window`): hard thresholding, then the empirical Wiener
+    shrinkage guided by its mean with ``non_local`` (the frames' non-local
+    means), as :func:`pilot` does in 2D."""
+    with torch.no_grad():
+        y = torch.stack([_planes(f)[:, 0] for f in movie], 1)  # (C, T, H, W)
+        nl = torch.stack([_planes(f)[:, 0] for f in non_local], 1)
+        out = []
+        for g, n in _groups(movie[0]):
+            hard = dct_window(y[g], sigma, size=n)
+            out.append(dct_window(y[g], sigma, guide=(hard + nl[g]) / 2, size=n))
+        out = torch.cat(out).permute(1, 2, 3, 0).numpy()  # (T, H, W, C)
+    out = out @ _OPPONENT.astype(movie.dtype) if movie.shape[-1] == 3 else out
+    return np.ascontiguousarray(out, dtype=movie.dtype)
 
 
 def _nlb_groups(img: np.ndarray) -> list[np.ndarray]:
