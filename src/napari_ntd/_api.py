@@ -682,7 +682,7 @@ def denoise_ntd(
         Other leading axes are independent time-lapses.
     time_window : int
         With ``time_axis``: neighbouring frames on each side (default 2).
-        Output frame ``t`` reads input frames ``t - 10 .. t + 10`` (five
+        Output frame ``t`` reads input frames ``t - 14 .. t + 14`` (seven
         times the window).
     channel_axis : int, optional
         Axis of the channels. All channels share one kernel computed from

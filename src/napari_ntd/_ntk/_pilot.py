@@ -50,6 +50,7 @@ __all__ = [
     "dct_shrink",
     "dct_window",
     "window_wiener",
+    "window_guided",
     "pilot",
     "pilots",
     "iter_pilots",
@@ -308,21 +309,51 @@ def _wiener_pass(
     return np.ascontiguousarray(out, dtype=img.dtype)
 
 
-def window_wiener(movie: np.ndarray, non_local: np.ndarray, sigma: float) -> np.ndarray:
+def _movie_planes(movie: np.ndarray) -> torch.Tensor:
+    """``(T, H, W, C)`` -> ``(C, T, H, W)`` planes (opponent space for colour)."""
+    return torch.stack([_planes(f)[:, 0] for f in movie], 1)
+
+
+def _movie_of(planes: list[torch.Tensor], like: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_movie_planes` (the planes of its channel groups)."""
+    out = torch.cat(planes).permute(1, 2, 3, 0).numpy()  # (T, H, W, C)
+    out = out @ _OPPONENT.astype(like.dtype) if like.shape[-1] == 3 else out
+    return np.ascontiguousarray(out, dtype=like.dtype)
+
+
+def _window_sizes(movie: np.ndarray, size: int) -> list[tuple[slice, int]]:
+    """The channel groups of a movie's frames, the first (gray or luminance) with
+    blocks of side ``size``."""
+    return [(g, size if i == 0 else n) for i, (g, n) in enumerate(_groups(movie[0]))]
+
+
+def window_wiener(
+    movie: np.ndarray, non_local: np.ndarray, sigma: float, size: int = DCT_SIZE
+) -> np.ndarray:
     """The DCT pilot of a short ``(T, H, W, C)`` movie with space-time blocks
     (:func:`dct_window`): hard thresholding, then the empirical Wiener
     shrinkage guided by its mean with ``non_local`` (the frames' non-local
-    means), as :func:`pilot` does in 2D."""
+    means), as :func:`pilot` does in 2D. ``size``: the blocks' side (the
+    luminance's for colour; the colour differences keep ``CHROMA_DCT_SIZE``)."""
     with torch.no_grad():
-        y = torch.stack([_planes(f)[:, 0] for f in movie], 1)  # (C, T, H, W)
-        nl = torch.stack([_planes(f)[:, 0] for f in non_local], 1)
+        y, nl = _movie_planes(movie), _movie_planes(non_local)
         out = []
-        for g, n in _groups(movie[0]):
+        for g, n in _window_sizes(movie, size):
             hard = dct_window(y[g], sigma, size=n)
             out.append(dct_window(y[g], sigma, guide=(hard + nl[g]) / 2, size=n))
-        out = torch.cat(out).permute(1, 2, 3, 0).numpy()  # (T, H, W, C)
-    out = out @ _OPPONENT.astype(movie.dtype) if movie.shape[-1] == 3 else out
-    return np.ascontiguousarray(out, dtype=movie.dtype)
+        return _movie_of(out, movie)
+
+
+def window_guided(
+    movie: np.ndarray, guide: np.ndarray, sigma: float, size: int = DCT_SIZE
+) -> np.ndarray:
+    """The empirical Wiener shrinkage of a short ``(T, H, W, C)`` movie with
+    space-time blocks (:func:`dct_window`) guided by ``guide`` (an estimate of
+    the same shape); ``size`` as in :func:`window_wiener`."""
+    with torch.no_grad():
+        y, gd = _movie_planes(movie), _movie_planes(guide)
+        out = [dct_window(y[g], sigma, guide=gd[g], size=n) for g, n in _window_sizes(movie, size)]
+        return _movie_of(out, movie)
 
 
 def _nlb_groups(img: np.ndarray) -> list[np.ndarray]:
