@@ -11,6 +11,21 @@ from napari_ntd._ntk import _pilot
 from napari_ntd._ntk._pilot import dct_matrix, dct_shrink, nlm, pilot
 
 
+def _shrink_block(block, guide_block, sigma, threshold):
+    """One block, as the pilot filters it: ``(filtered block, aggregation weight)``."""
+    c = scipy.fft.dctn(block, norm="ortho")
+    if guide_block is None:
+        keep = np.abs(c) > threshold * sigma
+        keep.flat[0] = True
+        c, w = c * keep, 1.0 / keep.sum()
+    else:
+        g2 = scipy.fft.dctn(guide_block, norm="ortho") ** 2
+        s = g2 / (g2 + sigma**2)
+        s.flat[0] = 1.0
+        c, w = c * s, 1.0 / max((s**2).sum(), 1e-12)
+    return w * scipy.fft.idctn(c, norm="ortho"), w
+
+
 def _reference(x, sigma, guide=None, n=8, threshold=2.7):
     """Every n x n block of the reflect-padded plane, one at a time (scipy DCT)."""
     pad = n - 1
@@ -19,18 +34,11 @@ def _reference(x, sigma, guide=None, n=8, threshold=2.7):
     num, den = np.zeros_like(xp), np.zeros_like(xp)
     for i in range(xp.shape[0] - n + 1):
         for j in range(xp.shape[1] - n + 1):
-            c = scipy.fft.dctn(xp[i : i + n, j : j + n], norm="ortho")
-            if gp is None:
-                keep = np.abs(c) > threshold * sigma
-                keep[0, 0] = True
-                c, w = c * keep, 1.0 / keep.sum()
-            else:
-                g2 = scipy.fft.dctn(gp[i : i + n, j : j + n], norm="ortho") ** 2
-                s = g2 / (g2 + sigma**2)
-                s[0, 0] = 1.0
-                c, w = c * s, 1.0 / max((s**2).sum(), 1e-12)
-            num[i : i + n, j : j + n] += w * scipy.fft.idctn(c, norm="ortho")
-            den[i : i + n, j : j + n] += w
+            block = (slice(i, i + n), slice(j, j + n))
+            g = None if gp is None else gp[block]
+            out, w = _shrink_block(xp[block], g, sigma, threshold)
+            num[block] += out
+            den[block] += w
     return (num / den)[pad:-pad, pad:-pad]
 
 
@@ -44,17 +52,8 @@ def _reference_nd(x, sigma, guide=None, n=4, threshold=2.7):
     num, den = np.zeros_like(xp), np.zeros_like(xp)
     for corner in itertools.product(*(range(m - n + 1) for m in xp.shape)):
         block = tuple(slice(c, c + n) for c in corner)
-        c = scipy.fft.dctn(xp[block], norm="ortho")
-        if gp is None:
-            keep = np.abs(c) > threshold * sigma
-            keep.flat[0] = True
-            c, w = c * keep, 1.0 / keep.sum()
-        else:
-            g2 = scipy.fft.dctn(gp[block], norm="ortho") ** 2
-            s = g2 / (g2 + sigma**2)
-            s.flat[0] = 1.0
-            c, w = c * s, 1.0 / max((s**2).sum(), 1e-12)
-        num[block] += w * scipy.fft.idctn(c, norm="ortho")
+        out, w = _shrink_block(xp[block], None if gp is None else gp[block], sigma, threshold)
+        num[block] += out
         den[block] += w
     return (num / den)[tuple(slice(pad, m - pad) for m in xp.shape)]
 
@@ -192,17 +191,9 @@ def _reference_window(x, sigma, guide=None, n=4, threshold=2.7):
     for i in range(xp.shape[1] - n + 1):
         for j in range(xp.shape[2] - n + 1):
             block = (slice(None), slice(i, i + n), slice(j, j + n))
-            c = scipy.fft.dctn(xp[block], norm="ortho")
-            if gp is None:
-                keep = np.abs(c) > threshold * sigma
-                keep.flat[0] = True
-                c, w = c * keep, 1.0 / keep.sum()
-            else:
-                g2 = scipy.fft.dctn(gp[block], norm="ortho") ** 2
-                s = g2 / (g2 + sigma**2)
-                s.flat[0] = 1.0
-                c, w = c * s, 1.0 / max((s**2).sum(), 1e-12)
-            num[block] += w * scipy.fft.idctn(c, norm="ortho")
+            g = None if gp is None else gp[block]
+            out, w = _shrink_block(xp[block], g, sigma, threshold)
+            num[block] += out
             den[block] += w
     return (num / den)[:, pad:-pad, pad:-pad]
 

@@ -122,6 +122,46 @@ def dct_matrix(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return d.to(dtype)
 
 
+class _BlockDCT:
+    """The orthonormal DCT of every ``n^nd`` block of ``(N, 1, *spatial)`` tensors,
+    as separable convolutions: along the last axis (``n`` channels), then each
+    earlier axis per channel group (``n^k`` groups -> ``n^(k+1)`` channels)."""
+
+    def __init__(self, n: int, nd: int, dtype: torch.dtype, device: torch.device):
+        self.n, self.nd = n, nd
+        self.conv, self.conv_t = (
+            (F.conv2d, F.conv_transpose2d) if nd == 2 else (F.conv3d, F.conv_transpose3d)
+        )
+        d = dct_matrix(n, dtype).to(device)
+        self.weights = []
+        for k in range(nd):
+            shape = [n ** (k + 1), 1] + [1] * nd
+            shape[1 + nd - k] = n
+            self.weights.append(d.repeat(n**k, 1).reshape(shape))
+        self.ones = torch.ones((1, 1) + (n,) * nd, dtype=dtype, device=device)
+
+    def padded(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` reflected by ``n - 1`` on every side of every spatial axis."""
+        pad = self.n - 1
+        return F.pad(z, (pad,) * (2 * self.nd), mode="reflect") if pad else z
+
+    def analysis(self, z: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, *spatial)`` -> the coefficients ``(N, n^nd, *positions)``."""
+        for k, w in enumerate(self.weights):
+            z = self.conv(z, w, groups=self.n**k)
+        return z
+
+    def synthesis(self, c: torch.Tensor) -> torch.Tensor:
+        """The blocks of coefficients ``c`` added back at their places."""
+        for k in reversed(range(self.nd)):
+            c = self.conv_t(c, self.weights[k], groups=self.n**k)
+        return c
+
+    def spread(self, weight: torch.Tensor) -> torch.Tensor:
+        """A ``(N, 1, *positions)`` weight per block over the block's pixels."""
+        return self.conv_t(weight, self.ones)
+
+
 def dct_shrink(
     x: torch.Tensor,
     sigma: float,
@@ -141,33 +181,11 @@ def dct_shrink(
     averaged with BM3D's weights. The output follows ``x``'s device and dtype.
     """
     nd = x.dim() - 2
-    spatial = x.shape[2:]
-    n = max(1, min(size, *spatial))
+    n = max(1, min(size, *x.shape[2:]))
     pad = n - 1
-    conv, conv_t = (F.conv2d, F.conv_transpose2d) if nd == 2 else (F.conv3d, F.conv_transpose3d)
-    d = dct_matrix(n, x.dtype).to(x.device)
-    # separable transform: along the last axis (n channels), then each earlier
-    # axis per channel group (n**k groups -> n**(k+1) channels)
-    weights = []
-    for k in range(nd):
-        shape = [n ** (k + 1), 1] + [1] * nd
-        shape[1 + nd - k] = n
-        weights.append(d.repeat(n**k, 1).reshape(shape))
-    ones = torch.ones((1, 1) + (n,) * nd, dtype=x.dtype, device=x.device)
+    blocks = _BlockDCT(n, nd, x.dtype, x.device)
+    analysis, synthesis, padded = blocks.analysis, blocks.synthesis, blocks.padded
     noise_power = max(sigma**2, torch.finfo(x.dtype).tiny)  # no 0 / 0 for a tiny sigma
-
-    def padded(z: torch.Tensor) -> torch.Tensor:
-        return F.pad(z, (pad,) * (2 * nd), mode="reflect") if pad else z
-
-    def analysis(z: torch.Tensor) -> torch.Tensor:
-        for k, w in enumerate(weights):
-            z = conv(z, w, groups=n**k)
-        return z
-
-    def synthesis(c: torch.Tensor) -> torch.Tensor:
-        for k in reversed(range(nd)):
-            c = conv_t(c, weights[k], groups=n**k)
-        return c
 
     xp = padded(x)
     gp = None if guide is None else padded(guide)
@@ -191,7 +209,7 @@ def dct_shrink(
             coef = coef * shrink
             weight = 1.0 / (shrink**2).sum(1, keepdim=True).clamp_min(1e-12)
         num[:, :, rows] += synthesis(coef * weight)
-        den[:, :, rows] += conv_t(weight, ones)
+        den[:, :, rows] += blocks.spread(weight)
     out = num / den
     return out[(..., *(slice(pad, m - pad) for m in out.shape[2:]))]
 
@@ -216,23 +234,12 @@ def dct_window(
     n = max(1, min(size, h, w))
     pad = n - 1
     dt = dct_matrix(t_n, x.dtype).to(x.device)
-    d = dct_matrix(n, x.dtype).to(x.device)
-    w1 = d.reshape(n, 1, 1, n)  # along W
-    w2 = d.repeat(n, 1).reshape(n * n, 1, n, 1)  # along H per group
-    ones = torch.ones((1, 1, n, n), dtype=x.dtype, device=x.device)
+    blocks = _BlockDCT(n, 2, x.dtype, x.device)
+    analysis, synthesis, padded = blocks.analysis, blocks.synthesis, blocks.padded
     noise_power = max(sigma**2, torch.finfo(x.dtype).tiny)
 
     def temporal(z: torch.Tensor) -> torch.Tensor:  # the DCT along time
         return torch.einsum("kt,bthw->bkhw", dt, z)
-
-    def padded(z: torch.Tensor) -> torch.Tensor:
-        return F.pad(z, (pad, pad, pad, pad), mode="reflect") if pad else z
-
-    def analysis(z: torch.Tensor) -> torch.Tensor:  # (N, 1, h, w) -> (N, n^2, h', w')
-        return F.conv2d(F.conv2d(z, w1), w2, groups=n)
-
-    def synthesis(c: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose2d(F.conv_transpose2d(c, w2, groups=n), w1)
 
     xp = padded(temporal(x)).reshape(b * t_n, 1, h + 2 * pad, w + 2 * pad)
     gp = (
@@ -263,7 +270,7 @@ def dct_window(
             weight = 1.0 / (shrink**2).sum((1, 2)).clamp_min(1e-12)
         wb = weight[:, None, None].expand(b, t_n, 1, *cshape[2:]).reshape(b * t_n, 1, *cshape[2:])
         num[:, :, rows] += synthesis(coef * wb)
-        den[:, :, rows] += F.conv_transpose2d(weight[:, None], ones)
+        den[:, :, rows] += blocks.spread(weight[:, None])
     out = num.reshape(b, t_n, *num.shape[2:]) / den
     out = torch.einsum("kt,bkhw->bthw", dt, out)
     return out[..., pad : out.shape[-2] - pad, pad : out.shape[-1] - pad]
