@@ -50,6 +50,32 @@ def test_kernel_all_frames_equals_reference(channels):
     np.testing.assert_allclose(one[1], den[0])
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("all_frames", [False, True])
+def test_kernel_with_offsets_equals_reference(channels, all_frames):
+    """Motion-compensated search windows: each other frame's window centred at the
+    reference position plus its offset (clamped), as in the slow version."""
+    noisy, guide = _stack(channels, 3, np.random.default_rng(7))
+    params = nlb.NLBParams(patch=3, n_similar=14, window=2, beta=1.1, flat=False)
+    offsets = np.random.default_rng(8).integers(-6, 7, (3, 16, 19, 2))
+    num, den, r0 = nlb.nlb_band(
+        noisy, guide, 0.3, params, (0, 16), all_frames=all_frames, offsets=offsets
+    )
+    assert r0 == 0
+    ref = nlb.nlb_reference(noisy, guide, 0.3, params, all_frames=all_frames, offsets=offsets)
+    with np.errstate(invalid="ignore"):
+        got = num / (den[:, None] if all_frames else den)
+    np.testing.assert_allclose(got, ref, atol=1e-9)
+    still = nlb.nlb_band(noisy, guide, 0.3, params, (0, 16), all_frames=all_frames)
+    assert not np.allclose(still[0], num)  # the offsets changed the groups
+    zero = nlb.nlb_band(
+        noisy, guide, 0.3, params, (0, 16), all_frames=all_frames, offsets=0 * offsets
+    )
+    np.testing.assert_array_equal(zero[0], still[0])  # zero offsets: the plain search
+    with pytest.raises(ValueError, match="offsets of shape"):
+        nlb.nlb_band(noisy, guide, 0.3, params, (0, 16), offsets=offsets[:, 1:])
+
+
 def test_bands_cover_the_frame_and_join():
     """Bands of reference rows (each with its own paste trick) join into a full estimate."""
     rng = np.random.default_rng(0)

@@ -63,6 +63,43 @@ def test_moving_object_is_not_smeared():
             assert gone < 0.05, (t, gone)
 
 
+def test_motion_compensation_follows_a_fast_textured_object(monkeypatch):
+    """A textured square moving 5 px per frame (beyond the +-2 px search window):
+    with the neighbours warped onto each frame and the windows following the
+    motion, the square is far better restored than without (measured +1.5 to
+    +2.5 dB per frame)."""
+    from napari_ntd._engine import _timelapse
+
+    rng = np.random.default_rng(1)
+    bg = np.kron(rng.random((8, 8)), np.ones((8, 8))) * 0.3 + 0.2
+    obj = np.kron(rng.random((5, 5)), np.ones((4, 4))) * 0.5 + 0.45
+    clean = np.repeat(bg[None], 6, axis=0).astype(np.float32)
+    for t in range(6):
+        clean[t, 20:40, 4 + 5 * t : 24 + 5 * t] = obj
+    noisy = clean + SIGMA * np.random.default_rng(0).standard_normal(clean.shape)
+    noisy = noisy.astype(np.float32)
+
+    def square_psnr(out):
+        return np.array(
+            [
+                psnr(
+                    clean[t, 16:44, 5 * t : 28 + 5 * t],
+                    out[t, 16:44, 5 * t : 28 + 5 * t],
+                    data_range=1,
+                )
+                for t in range(6)
+            ]
+        )
+
+    followed = square_psnr(denoise_ntd(noisy, sigma=SIGMA, seed=0, time_axis=0))
+    monkeypatch.setattr(_timelapse, "MOTION", False)
+    still = square_psnr(denoise_ntd(noisy, sigma=SIGMA, seed=0, time_axis=0))
+    assert (followed > still + 0.8).all() and followed.mean() > still.mean() + 1.5, (
+        followed,
+        still,
+    )
+
+
 def test_dask_chunks_along_time_equal_numpy():
     da = pytest.importorskip("dask.array")
     _, noisy, _ = _moving(frames=7)

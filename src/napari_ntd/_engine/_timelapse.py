@@ -54,7 +54,7 @@ import torch
 from .._ntk import _guided, _nlbayes, _pilot
 from .._util._config import NTDConfig
 from .._util._parallel import submit_all
-from . import _vst
+from . import _motion, _vst
 from ._image import estimate_sigma, plan_tiles, robust_center, spread_and_scale
 
 __all__ = [
@@ -134,6 +134,17 @@ OUTPUT_WIENER = 0.5
 #: reach of each pass.
 CROSS = True
 
+#: Motion compensation (:mod:`._motion`): each frame's neighbours are warped
+#: onto it (block motion on the frames' non-local means) before the
+#: space-time DCT guide and the refining Wiener, and each neighbour's search
+#: window of the non-local Bayes groups is centred where the patch moved.
+#: On the benchmark time-lapse, seeds 0 / 1 / 2 at sigma 15: 39.17 / 38.25 /
+#: 38.86 dB without, MOTION_GAINS_HERE.
+MOTION = True
+
+#: Also centre the search windows on the motion (needs :data:`MOTION`).
+MOTION_SEARCH = True
+
 
 def timelapse_order(shape: tuple[int, ...], time_axis: int, channel_axis: int | None) -> list[int]:
     """Axis order ``(..., T, H, W[, C])`` of a time-lapse (H, W: the last two
@@ -201,6 +212,9 @@ class _Frames:
         self.acc: list[dict[int, list]] = [{} for _ in range(PASSES)]  # (num, den) per group
         self.ran: list[set[int]] = [set() for _ in range(PASSES)]  # reference frames run
         self.levels: dict[int, float] = {}  # sigma255 of the frames
+        # block motion (per cell) of frame s towards each frame of context(s)
+        self.flows: dict[int, list[np.ndarray | None]] = {}
+        self.pairs: dict[tuple[int, int], np.ndarray] = {}  # consecutive frames
 
     def low_noise(self, s: int) -> bool:
         """Whether frame ``s`` is below :data:`LOW_NOISE`."""
@@ -247,6 +261,29 @@ class _Frames:
                 del cache[k]
         for k in range(PASSES):
             self.ran[k] = {s for s in self.ran[k] if s >= t - reach(w)}
+        for s in [s for s in self.flows if s < t - reach(w)]:
+            del self.flows[s]
+        for ab in [ab for ab in self.pairs if min(ab) < t - reach(w)]:
+            del self.pairs[ab]
+
+    def warped(self, s: int, images: list[np.ndarray]) -> np.ndarray:
+        """``images`` (one per frame of ``context(s)``) brought onto frame ``s``."""
+        fields = self.flows[s] if MOTION else [None] * len(images)
+        return np.stack([_motion.warp(a, f) for a, f in zip(images, fields, strict=True)])
+
+    def offsets(self, s: int, patch: int) -> np.ndarray | None:
+        """Search-window offsets ``(T', H - patch + 1, W - patch + 1, 2)`` of the
+        reference frame ``s``'s patches in each frame of ``context(s)``."""
+        if not MOTION:
+            return None
+        h, w = self.work.shape[1:3]
+        c = patch // 2
+        return np.stack(
+            [
+                _motion.dense(f, (h, w))[c : c + h - patch + 1, c : c + w - patch + 1]
+                for f in self.flows[s]
+            ]
+        )
 
 
 def _collect(futures: list) -> list:
@@ -255,6 +292,36 @@ def _collect(futures: list) -> list:
     finally:  # an error or a closed generator: drop what has not started
         for f in futures:
             f.cancel()
+
+
+def _motion_of(frames: _Frames, targets: list[int]) -> None:
+    """Block motion of frames ``targets`` towards their neighbours (their
+    context's non-local means must be there): consecutive pairs matched on the
+    compute pool, further neighbours chained."""
+    new = [s for s in targets if s not in frames.flows]
+    if not MOTION or not new:
+        return
+    need = set()
+    for s in new:
+        ctx = frames.context(s)
+        need |= {(a, a + 1) for a in range(s, ctx.stop - 1)}
+        need |= {(a, a - 1) for a in range(ctx.start + 1, s + 1)}
+    pairs = sorted(need - set(frames.pairs))
+
+    def match(a: int, b: int) -> np.ndarray:
+        return _motion.block_motion(frames.nl[a], frames.nl[b], frames.sigmas[a])
+
+    frames.pairs.update(zip(pairs, _collect(submit_all(match, pairs)), strict=True))
+    for s in new:
+        fields: list[np.ndarray | None] = []
+        for j in frames.context(s):
+            field = None
+            step = 1 if j > s else -1
+            for a in range(s, j, step):
+                pair = frames.pairs[(a, a + step)]
+                field = pair if field is None else _motion.compose(field, pair)
+            fields.append(field)
+        frames.flows[s] = fields
 
 
 def _dct_pilots(frames: _Frames, targets: list[int]) -> None:
@@ -268,12 +335,14 @@ def _dct_pilots(frames: _Frames, targets: list[int]) -> None:
         submit_all(lambda s: _pilot.nlm(frames.work[s], frames.sigmas[s]), [(s,) for s in nls])
     )
     frames.nl.update(zip(nls, out, strict=True))
+    _motion_of(frames, new)
 
     def pilot_of(s: int) -> list[np.ndarray]:
         ctx = frames.context(s)
-        nl = np.stack([frames.nl[k] for k in ctx])
+        nl = frames.warped(s, [frames.nl[k] for k in ctx])
+        movie = frames.warped(s, [frames.work[k] for k in ctx])
         size = GUIDE_SIZES[0] if frames.low_noise(s) else GUIDE_SIZES[1]
-        dct = _pilot.window_wiener(frames.work[ctx.start : ctx.stop], nl, frames.sigmas[s], size)
+        dct = _pilot.window_wiener(movie, nl, frames.sigmas[s], size)
         return _pilot._nlb_groups(dct[s - ctx.start])
 
     frames.dct.update(zip(new, _collect(submit_all(pilot_of, [(s,) for s in new])), strict=True))
@@ -299,7 +368,10 @@ def _run(frames: _Frames, k: int, srcs: list[int]) -> None:
         ref = s - frames.context(s).start
         noisy, guide = frames.stack(s, g, frames.groups), frames.stack(s, g, frames.guides[k])
         params = frames.params[s]
-        return _nlbayes.nlb_band(noisy, guide, frames.sigmas[s], params, rows, ref, CROSS)
+        offsets = frames.offsets(s, params.patch) if MOTION_SEARCH else None
+        return _nlbayes.nlb_band(
+            noisy, guide, frames.sigmas[s], params, rows, ref, CROSS, offsets=offsets
+        )
 
     acc = frames.acc[k]
     for (s, g, _), (num, den, r0) in zip(jobs, _collect(submit_all(band, jobs)), strict=True):
@@ -337,9 +409,9 @@ def _refined(frames: _Frames, k: int, targets: list[int]) -> list[list[np.ndarra
 
     def refine(t: int) -> list[np.ndarray]:
         ctx = frames.context(t)
-        est = [_pilot._from_groups(frames.est[k][j], frames.work[j]) for j in ctx]
-        movie = frames.work[ctx.start : ctx.stop]
-        out = _pilot.window_guided(movie, np.stack(est), frames.sigmas[t], REFINE_SIZE)
+        est = frames.warped(t, [_pilot._from_groups(frames.est[k][j], frames.work[j]) for j in ctx])
+        movie = frames.warped(t, [frames.work[j] for j in ctx])
+        out = _pilot.window_guided(movie, est, frames.sigmas[t], REFINE_SIZE)
         return _pilot._nlb_groups(out[t - ctx.start])
 
     return _collect(submit_all(refine, [(t,) for t in targets]))

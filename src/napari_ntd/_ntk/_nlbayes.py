@@ -131,6 +131,7 @@ def nlb_band(
     rows: tuple[int, int],
     frame: int = 0,
     all_frames: bool = False,
+    offsets: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """One band of one step: ``(num, den, row0)`` accumulators of the estimates.
 
@@ -141,14 +142,25 @@ def nlb_band(
     ``row0 .. row0 + h`` of frame ``frame``. ``all_frames``: the estimated
     patches of every frame are aggregated, ``num`` ``(T, C, h, W)`` and ``den``
     ``(T, h, W)`` (the paste trick still marks frame ``frame`` only).
+    ``offsets`` ``(T, H - patch + 1, W - patch + 1, 2)`` int: the search window
+    of the reference patch at ``(i, j)`` in frame ``t != frame`` is centred at
+    ``(i, j) + offsets[t, i, j]`` (clamped to the frame), not at ``(i, j)``.
     """
     from ._nlbayes_kernel import band
 
     noisy = np.ascontiguousarray(noisy, dtype=np.float32)
     second = guide is not None
     guide = noisy if guide is None else np.ascontiguousarray(guide, dtype=np.float32)
-    _, c, h, w = noisy.shape
-    r0, r1 = band_rows(h, params.patch, params.window, rows)
+    t_n, c, h, w = noisy.shape
+    p = params.patch
+    if offsets is None:
+        off, reach = np.zeros((1, 1, 1, 2), np.int64), 0
+    else:
+        off = np.ascontiguousarray(offsets, dtype=np.int64)
+        if off.shape != (t_n, h - p + 1, w - p + 1, 2):
+            raise ValueError(f"offsets of shape {off.shape} for a {noisy.shape} stack, patch {p}")
+        reach = int(np.abs(off[..., 0]).max()) if all_frames else 0
+    r0, r1 = band_rows(h, p, params.window + reach, rows)
     t_out = noisy.shape[0] if all_frames else 1
     num = np.zeros((t_out, c, r1 - r0, w), np.float64)
     den = np.zeros((t_out, r1 - r0, w), np.float64)
@@ -174,6 +186,8 @@ def nlb_band(
         r0,
         params.stride,
         all_frames,
+        off,
+        offsets is not None,
     )
     return (num, den, r0) if all_frames else (num[0], den[0], r0)
 
@@ -184,6 +198,7 @@ def nlb_reference(
     sigma: float,
     params: NLBParams,
     all_frames: bool = False,
+    offsets: np.ndarray | None = None,
 ) -> np.ndarray:
     """Slow, obvious NumPy version of one step on frame 0 of a ``(T, C, H, W)`` stack,
     one band (for the tests): ``(C, H, W)``, or ``all_frames``: the aggregated
@@ -212,12 +227,17 @@ def nlb_reference(
         for j in range(nj):
             if done[i, j] or (j % st and j != nj - 1):
                 continue
-            cands = [
-                (t, a, b)
-                for t in range(t_n)
-                for a in range(max(0, i - params.window), min(h - p + 1, i + params.window + 1))
-                for b in range(max(0, j - params.window), min(w - p + 1, j + params.window + 1))
-            ]
+            cands = []
+            for t in range(t_n):
+                ic, jc = i, j
+                if offsets is not None and t != 0:  # the window follows the motion
+                    ic = int(np.clip(i + offsets[t, i, j, 0], 0, ni - 1))
+                    jc = int(np.clip(j + offsets[t, i, j, 1], 0, nj - 1))
+                cands += [
+                    (t, a, b)
+                    for a in range(max(0, ic - params.window), min(ni, ic + params.window + 1))
+                    for b in range(max(0, jc - params.window), min(nj, jc + params.window + 1))
+                ]
             near = list(range(dist_ch))
             ref = patch(g, 0, i, j, near)
             dist = np.array([np.sum((patch(g, *q, near) - ref) ** 2) for q in cands])

@@ -32,6 +32,8 @@ def band(
     r0,
     stride,
     all_frames,
+    off,
+    use_off,
 ):
     t_n, c_n, h, wd = noisy.shape
     ni, nj = h - p + 1, wd - p + 1
@@ -53,8 +55,12 @@ def band(
                 continue
             k = 0
             for t in range(t_n):
-                for a in range(max(0, i - w), min(ni, i + w + 1)):
-                    for b in range(max(0, j - w), min(nj, j + w + 1)):
+                i_c, j_c = i, j  # the window's centre in frame t
+                if use_off and t != frame:
+                    i_c = min(max(i + off[t, i, j, 0], 0), ni - 1)
+                    j_c = min(max(j + off[t, i, j, 1], 0), nj - 1)
+                for a in range(max(0, i_c - w), min(ni, i_c + w + 1)):
+                    for b in range(max(0, j_c - w), min(nj, j_c + w + 1)):
                         s = 0.0
                         for c in range(dist_ch):
                             for u in range(p):
