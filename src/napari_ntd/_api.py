@@ -678,7 +678,8 @@ def denoise_ntd(
         The axis of time in a time-lapse (guided method, 2D frames): each
         frame is denoised with its neighbours, whose similar patches join
         its groups (:mod:`napari_ntd._engine._timelapse`; robust to motion:
-        patches are grouped by similarity, within a small search window).
+        patches are grouped by similarity, and the neighbours are
+        motion-compensated by block matching, up to 7 px per frame).
         Other leading axes are independent time-lapses.
     time_window : int
         With ``time_axis``: neighbouring frames on each side (default 2).

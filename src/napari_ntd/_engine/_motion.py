@@ -86,12 +86,17 @@ def compose(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return (first + second[ty, tx]).astype(np.int16)
 
 
-def dense(field: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
-    """A per-cell field as ``(H, W, 2)`` int64 (zeros for ``None``)."""
+def dense(
+    field: np.ndarray | None, shape: tuple[int, int], rows: tuple[int, int] | None = None
+) -> np.ndarray:
+    """A per-cell field as ``(H, W, 2)`` int32 per pixel (zeros for ``None``);
+    ``rows``: only image rows ``rows[0] .. rows[1] - 1``."""
+    r0, r1 = (0, shape[0]) if rows is None else rows
     if field is None:
-        return np.zeros((*shape, 2), np.int64)
-    full = np.repeat(np.repeat(field, STRIDE, 0), STRIDE, 1)
-    return full[: shape[0], : shape[1]].astype(np.int64)
+        return np.zeros((r1 - r0, shape[1], 2), np.int32)
+    ys = np.arange(r0, r1) // STRIDE
+    xs = np.arange(shape[1]) // STRIDE
+    return field[ys][:, xs].astype(np.int32)
 
 
 def warp(img: np.ndarray, field: np.ndarray | None) -> np.ndarray:

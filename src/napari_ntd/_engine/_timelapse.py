@@ -281,16 +281,18 @@ class _Frames:
         fields = self.flows[s] if MOTION else [None] * len(images)
         return np.stack([_motion.warp(a, f) for a, f in zip(images, fields, strict=True)])
 
-    def offsets(self, s: int, patch: int) -> np.ndarray | None:
-        """Search-window offsets ``(T', H - patch + 1, W - patch + 1, 2)`` of the
-        reference frame ``s``'s patches in each frame of ``context(s)``."""
-        if not MOTION:
+    def offsets(self, s: int, patch: int, rows: tuple[int, int]) -> np.ndarray | None:
+        """Search-window offsets ``(T', rows[1] - rows[0], W - patch + 1, 2)`` of the
+        reference frame ``s``'s patches with top rows ``rows`` in each frame of
+        ``context(s)`` (the motion at the patch centres)."""
+        if not (MOTION and MOTION_SEARCH):
             return None
-        h, w = self.work.shape[1:3]
+        w = self.work.shape[2]
         c = patch // 2
+        span = (rows[0] + c, rows[1] + c)
         return np.stack(
             [
-                _motion.dense(f, (h, w))[c : c + h - patch + 1, c : c + w - patch + 1]
+                _motion.dense(f, (self.work.shape[1], w), span)[:, c : c + w - patch + 1]
                 for f in self.flows[s]
             ]
         )
@@ -378,7 +380,7 @@ def _run(frames: _Frames, k: int, srcs: list[int]) -> None:
         ref = s - frames.context(s).start
         noisy, guide = frames.stack(s, g, frames.groups), frames.stack(s, g, frames.guides[k])
         params = frames.params[s]
-        offsets = frames.offsets(s, params.patch) if MOTION_SEARCH else None
+        offsets = frames.offsets(s, params.patch, rows)
         return _nlbayes.nlb_band(
             noisy, guide, frames.sigmas[s], params, rows, ref, CROSS, offsets=offsets
         )

@@ -142,9 +142,10 @@ def nlb_band(
     ``row0 .. row0 + h`` of frame ``frame``. ``all_frames``: the estimated
     patches of every frame are aggregated, ``num`` ``(T, C, h, W)`` and ``den``
     ``(T, h, W)`` (the paste trick still marks frame ``frame`` only).
-    ``offsets`` ``(T, H - patch + 1, W - patch + 1, 2)`` int: the search window
-    of the reference patch at ``(i, j)`` in frame ``t != frame`` is centred at
-    ``(i, j) + offsets[t, i, j]`` (clamped to the frame), not at ``(i, j)``.
+    ``offsets`` ``(T, rows[1] - rows[0], W - patch + 1, 2)`` int: the search
+    window of the reference patch at ``(i, j)`` in frame ``t != frame`` is
+    centred at ``(i, j) + offsets[t, i - rows[0], j]`` (clamped to the frame),
+    not at ``(i, j)``.
     """
     from ._nlbayes_kernel import band
 
@@ -157,7 +158,7 @@ def nlb_band(
         off, reach = np.zeros((1, 1, 1, 2), np.int64), 0
     else:
         off = np.ascontiguousarray(offsets, dtype=np.int64)
-        if off.shape != (t_n, h - p + 1, w - p + 1, 2):
+        if off.shape != (t_n, rows[1] - rows[0], w - p + 1, 2):
             raise ValueError(f"offsets of shape {off.shape} for a {noisy.shape} stack, patch {p}")
         reach = int(np.abs(off[..., 0]).max()) if all_frames else 0
     r0, r1 = band_rows(h, p, params.window + reach, rows)

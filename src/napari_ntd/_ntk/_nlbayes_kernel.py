@@ -57,8 +57,8 @@ def band(
             for t in range(t_n):
                 i_c, j_c = i, j  # the window's centre in frame t
                 if use_off and t != frame:
-                    i_c = min(max(i + off[t, i, j, 0], 0), ni - 1)
-                    j_c = min(max(j + off[t, i, j, 1], 0), nj - 1)
+                    i_c = min(max(i + off[t, i - i0, j, 0], 0), ni - 1)
+                    j_c = min(max(j + off[t, i - i0, j, 1], 0), nj - 1)
                 for a in range(max(0, i_c - w), min(ni, i_c + w + 1)):
                     for b in range(max(0, j_c - w), min(nj, j_c + w + 1)):
                         s = 0.0
