@@ -55,7 +55,10 @@ GUIDED_PATCH_3D = 5
 #: Twicing steps of the guided method on time-lapse frames (``time_axis``): 0,
 #: the pilot alone. The NTK stage sees one frame's noisy residual only; on the
 #: benchmark time-lapse it changed the time-lapse pilot by +0.03 / -0.01 dB
-#: (t = 20, sigma 25 / 50) and -0.08 / -0.5 dB (t = 200).
+#: (t = 20, sigma 25 / 50) and -0.08 / -0.5 dB (t = 200). With the motion-
+#: compensated pilot, ``benchmarks/bench_timelapse_ntk.py``: the clean-image
+#: oracle t per tile would add +0.01 to +0.06 dB (space-time patches
+#: included), and the best single t for a whole movie is 0.
 TIMELAPSE_T = 0
 
 
