@@ -100,6 +100,42 @@ def test_motion_compensation_follows_a_fast_textured_object(monkeypatch):
     )
 
 
+def test_ntk_stage_kernel_takes_space_time_patches(monkeypatch):
+    """With ``n_iter > 0`` the NTK kernel's input is the frame's pilot and the
+    pilots of frames t - 1 and t + 1 (here without motion, at a noise level
+    where the pilot is the last pass itself), the same affine centring for all."""
+    from napari_ntd._engine import _timelapse
+    from napari_ntd._ntk import _guided
+
+    monkeypatch.setattr(_timelapse, "MOTION", False)
+    _, noisy, _ = _moving(frames=4)
+    noisy = noisy + SIGMA * np.random.default_rng(9).standard_normal(noisy.shape)
+    sigma = float(np.hypot(SIGMA, SIGMA))
+    pilots = denoise_ntd(noisy, sigma=sigma, time_axis=0, n_iter=0)
+    seen = []
+    real = _guided.iter_guided
+
+    def spy(stack, *args, **kwargs):
+        seen.append(stack.numpy().copy())
+        return (yield from real(stack, *args, **kwargs))
+
+    monkeypatch.setattr(_guided, "iter_guided", spy)
+    out = denoise_ntd(noisy, sigma=sigma, time_axis=0, n_iter=3)
+    assert len(seen) == 4 and not np.allclose(out, pilots, atol=1e-4)  # the stage ran
+    for t, stack in enumerate(seen):
+        near = [j for j in (t - 1, t + 1) if 0 <= j < 4]
+        n = 1 + len(near)
+        assert stack.shape[0] == 5 * n
+        data, guide = stack[:n], stack[n : 2 * n]
+        # the guide's channel 0 is the frame's pilot, centred and scaled: find the map
+        a, b = np.polyfit(pilots[t].ravel(), guide[0].ravel(), 1)
+        np.testing.assert_allclose(a * pilots[t] + b, guide[0], atol=1e-4)
+        for k, j in enumerate(near, start=1):
+            np.testing.assert_allclose(a * pilots[j] + b, guide[k], atol=1e-4)
+            np.testing.assert_array_equal(data[k], guide[k])  # no residual there
+        np.testing.assert_allclose(data[0], a * noisy[t] + b, atol=1e-4)
+
+
 def test_dask_chunks_along_time_equal_numpy():
     da = pytest.importorskip("dask.array")
     _, noisy, _ = _moving(frames=7)

@@ -37,8 +37,11 @@ Per frame ``s``:
    last pass of frame ``t`` is its pilot, at low noise
    (:data:`LOW_NOISE`) mixed with its refining Wiener
    (:data:`OUTPUT_WIENER`);
-3. the NTK twicing stage of the guided method on frame ``t`` (its own
-   patches, a fixed ``t``; off by default), as for a 2D image.
+3. the NTK twicing stage of the guided method on frame ``t`` (a fixed
+   ``t``; off by default: ``benchmarks/bench_timelapse_ntk.py`` bounds its
+   gain by +0.06 dB), as for a 2D image but with space-time patches: the
+   kernel's input channels are the pilot of ``t`` and the last-pass
+   estimates of ``t - 1`` and ``t + 1`` warped onto it.
 
 So output frame ``t`` depends on input frames ``t - (3 PASSES + 1) w .. t +
 (3 PASSES + 1) w`` only (:func:`reach`): the movie is processed as a sliding
@@ -195,11 +198,17 @@ def _lowest(window: int, k: int) -> int:
     return window + (PASSES - 1 - k) * (_spread(window) + window)
 
 
-def frame_steps(shape: tuple[int, ...], cfg: NTDConfig, tiles) -> int:
-    """Progress steps of one frame: its pilot and the NTK stage's tasks."""
+def frame_steps(shape: tuple[int, ...], cfg: NTDConfig, tiles, neighbours: int = 0) -> int:
+    """Progress steps of one frame: its pilot and the NTK stage's tasks (whose
+    kernel has ``neighbours`` more frames as input channels)."""
     if cfg.n_iter == 0:
         return 1
-    return 1 + len(_guided.batches(shape[:-1], tiles, cfg, shape[-1]))
+    return 1 + len(_guided.batches(shape[:-1], tiles, cfg, shape[-1] * (1 + neighbours)))
+
+
+def _near(t: int, n: int, window: int) -> list[int]:
+    """The neighbours whose estimates join frame ``t``'s NTK kernel."""
+    return [j for j in (t - 1, t + 1) if window >= 1 and 0 <= j < n]
 
 
 class _Frames:
@@ -456,20 +465,54 @@ def _pilot_of(frames: _Frames, t: int) -> np.ndarray:
     return _pilot._from_groups(est, frames.work[t])
 
 
+def _neighbour_pilots(frames: _Frames, t: int) -> list[np.ndarray]:
+    """The last-pass estimates of frames ``t - 1`` and ``t + 1`` (those in the
+    movie and the window), warped onto frame ``t``: the extra input channels of
+    the NTK stage's kernel (space-time patches)."""
+    ctx = frames.context(t)
+    near = _near(t, frames.n, frames.window)
+    _estimates(frames, PASSES - 1, near)
+    fields = dict(zip(ctx, frames.flows[t] if MOTION else [None] * len(ctx), strict=True))
+    return [
+        _motion.warp(_pilot._from_groups(frames.est[PASSES - 1][j], frames.work[j]), fields[j])
+        for j in near
+    ]
+
+
 def _ntk_stage(
-    y: np.ndarray, pilot: np.ndarray, sigma: float, cfg: NTDConfig, seed: int, tiles, device
+    y: np.ndarray,
+    pilot: np.ndarray,
+    sigma: float,
+    cfg: NTDConfig,
+    seed: int,
+    tiles,
+    device,
+    neighbours: list[np.ndarray] = (),
 ) -> Generator[tuple[int, int], None, np.ndarray]:
-    """The guided NTK twicing of one frame from its pilot (fixed ``t``)."""
+    """The guided NTK twicing of one frame from its pilot (fixed ``t``).
+
+    The kernel compares space-time patches: the network's input is the
+    frame's pilot and ``neighbours`` (its neighbours' estimates warped onto
+    it, :func:`_neighbour_pilots`) as extra channels, whose residual is zero
+    (they are filtered as data too, then dropped).
+    """
     center = robust_center(y)
     if center is None or cfg.n_iter == 0 or sigma <= 0:
         return pilot.astype(np.float64)
     _, scale = spread_and_scale(y, center)
-    yc = ((y.astype(np.float64) - center) / scale).astype(np.float32)
-    pc = ((pilot.astype(np.float64) - center) / scale).astype(np.float32)
-    stack = np.concatenate([yc, pc, yc, pc, np.zeros_like(yc)], axis=-1)
+
+    def scaled(a: np.ndarray) -> np.ndarray:
+        return ((a.astype(np.float64) - center) / scale).astype(np.float32)
+
+    yc, pc = scaled(y), scaled(pilot)
+    extra = [scaled(a) for a in neighbours]
+    data = np.concatenate([yc, *extra], axis=-1)
+    guide = np.concatenate([pc, *extra], axis=-1)
+    stack = np.concatenate([data, guide, data, guide, np.zeros_like(data)], axis=-1)
     st = torch.from_numpy(stack).to(device).permute(2, 0, 1).contiguous()
     rng = torch.Generator().manual_seed(int(seed))
     z = yield from _guided.iter_guided(st, sigma / scale, cfg, rng, eps=0.0, tiles=tiles)
+    z = z[: y.shape[-1]]  # the frame's own channels
     return z.permute(1, 2, 0).cpu().numpy().astype(np.float64) * scale + center
 
 
@@ -500,30 +543,32 @@ def iter_timelapse(
             estimate_sigma(work[s]) if cfg.sigma is None else float(cfg.sigma) for s in frames
         ]
     tiles = plan_tiles(work.shape[1:], cfg, 4, tile_shape, max_memory)  # float32
-    per_frame = frame_steps(work.shape[1:], cfg, tiles)
-    total = per_frame * len(frames)
+    steps = [frame_steps(work.shape[1:], cfg, tiles, len(_near(t, n, window))) for t in frames]
+    total = sum(steps)
     out = np.empty((len(frames), *movie.shape[1:]), np.float64)
     cache = _Frames(work, sigmas, window)
+    base = 0
     for i, t in enumerate(frames):
-        base = i * per_frame
+        last = base  # the last step yielded
         if sigmas[t] <= 0:  # nothing to filter in this frame
             out[i] = movie[t]
-            yield (base + per_frame, total)
-            continue
-        pilot = _pilot_of(cache, t)
-        yield (base + 1, total)
-        stage = _ntk_stage(work[t], pilot, sigmas[t], cfg, seed + t, tiles, device)
-        z = yield from _shift(stage, base + 1, total)
-        out[i] = _vst.gat_inverse(z, noise) if noise.kind != "gaussian" else z
-        cache.drop_before(t + 1)
+        else:
+            pilot = _pilot_of(cache, t)
+            last = base + 1
+            yield (last, total)
+            near = _neighbour_pilots(cache, t) if cfg.n_iter != 0 else []
+            stage = _ntk_stage(work[t], pilot, sigmas[t], cfg, seed + t, tiles, device, near)
+            while True:  # the stage's (done, total) steps inside the movie's count
+                try:
+                    done, _ = next(stage)
+                except StopIteration as stop:
+                    z = stop.value
+                    break
+                last = base + 1 + done
+                yield (last, total)
+            out[i] = _vst.gat_inverse(z, noise) if noise.kind != "gaussian" else z
+            cache.drop_before(t + 1)
+        base += steps[t]
+        if last < base:  # steps the frame skipped (a constant frame, no noise)
+            yield (base, total)
     return out
-
-
-def _shift(gen: Generator, offset: int, total: int):
-    """Forward the NTK stage's ``(done, total)`` steps inside the movie's count."""
-    while True:
-        try:
-            done, _ = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        yield (offset + done, total)
