@@ -68,3 +68,21 @@ def test_warp_reads_each_pixel_where_the_field_points():
             xx = min(max(x + dense[y, x, 1], 0), 8)
             assert out[y, x, 0] == img[yy, xx, 0]
     assert _motion.warp(img, None) is img
+
+
+@pytest.mark.parametrize("shift", [(-12, 0), (9, -14)])
+def test_global_shift_measures_a_drift(shift):
+    big = _texture(120, 120, seed=4)
+    a = big[30:90, 30:90, None]
+    b = big[30 - shift[0] : 90 - shift[0], 30 - shift[1] : 90 - shift[1], None]
+    assert _motion.global_shift(a, b) == shift
+
+
+def test_block_motion_follows_a_drift_beyond_its_radius():
+    """A stage drifting 12 px per frame (beyond +-RADIUS): the cells follow it."""
+    big = _texture(120, 120, seed=5)
+    a = big[30:78, 30:86, None]
+    b = big[42:90, 30:86, None]  # the scene moved up by 12 rows: b(x - 12) = a(x)
+    field = _motion.block_motion(a, b, sigma=0.02)
+    inner = field[4:-1, 1:-1].reshape(-1, 2)  # the top 12 rows of a are not in b
+    assert (inner == (-12, 0)).all(axis=1).mean() > 0.95, np.unique(inner, axis=0)

@@ -100,6 +100,20 @@ def test_motion_compensation_follows_a_fast_textured_object(monkeypatch):
     )
 
 
+def test_a_drifting_stage_still_gains_over_frame_by_frame():
+    """The whole scene drifts 12 px per frame (beyond the block matching's
+    radius): the frame's drift (phase correlation) centres the matching, and
+    the time-lapse keeps its gain (measured +2.6 dB; without the drift it fell
+    0.6 dB below frame by frame)."""
+    big = img_as_float(data.camera()).astype(np.float32)
+    clean = np.stack([big[100 + 12 * t : 164 + 12 * t, 150:214] for t in range(5)])
+    noisy = clean + SIGMA * np.random.default_rng(0).standard_normal(clean.shape)
+    noisy = noisy.astype(np.float32)
+    frames = _psnr(clean, denoise_ntd(noisy, sigma=SIGMA, seed=0))
+    movie = _psnr(clean, denoise_ntd(noisy, sigma=SIGMA, seed=0, time_axis=0))
+    assert movie > frames + 1.0, (movie, frames)
+
+
 def test_ntk_stage_kernel_takes_space_time_patches(monkeypatch):
     """With ``n_iter > 0`` the NTK kernel's input is the frame's pilot and the
     pilots of frames t - 1 and t + 1 (here without motion, at a noise level

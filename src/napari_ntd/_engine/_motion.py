@@ -40,32 +40,75 @@ STRIDE = 4
 BIAS = 1.5
 
 
+def global_shift(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """The integer translation ``d`` with ``b(x + d) ~ a(x)`` over the whole frame
+    (phase correlation of the channel means,
+    :func:`skimage.registration.phase_cross_correlation`)."""
+    from skimage.registration import phase_cross_correlation
+
+    shift, _, _ = phase_cross_correlation(
+        a.mean(-1, dtype=np.float64), b.mean(-1, dtype=np.float64), normalization=None
+    )
+    return int(-round(float(shift[0]))), int(-round(float(shift[1])))
+
+
+def _explains(a: np.ndarray, b: np.ndarray, drift: tuple[int, int], sigma: float) -> bool:
+    """Whether ``b`` moved by ``drift`` matches ``a`` better than unmoved, by
+    ``BIAS * sigma^2`` in mean squared difference over the frame (phase
+    correlation finds a peak in noise too)."""
+    x, y = a.mean(-1, dtype=np.float64), b.mean(-1, dtype=np.float64)
+    h, w = x.shape
+    dy, dx = drift
+    if abs(dy) >= h or abs(dx) >= w:
+        return False
+    rows = slice(max(0, -dy), min(h, h - dy))
+    cols = slice(max(0, -dx), min(w, w - dx))
+    moved = y[rows.start + dy : rows.stop + dy, cols.start + dx : cols.stop + dx]
+    gain = np.mean((x[rows, cols] - y[rows, cols]) ** 2) - np.mean((x[rows, cols] - moved) ** 2)
+    return bool(gain > BIAS * float(sigma) ** 2)
+
+
 def block_motion(a: np.ndarray, b: np.ndarray, sigma: float, radius: int = RADIUS) -> np.ndarray:
     """Integer displacement ``(ceil(H / STRIDE), ceil(W / STRIDE), 2)`` int16 per cell
     of ``a`` towards ``b`` (two ``(H, W, C)`` estimates of consecutive frames):
     the shift within ``+-radius`` whose ``BLOCK x BLOCK`` window around the cell
     best matches (mean squared difference of the channel means), no shift
     unless it is ``BIAS * sigma^2`` worse. Ties go to the first shift in
-    raster order (zero first)."""
+    raster order (zero first).
+
+    A drift of the whole frame beyond ``radius / 2`` (:func:`global_shift`, a
+    stage drifting) adds the shifts within ``+-radius`` of it, the drift
+    itself favoured like zero.
+    """
+    r = int(radius)
+    drift = global_shift(a, b)
+    far = max(abs(drift[0]), abs(drift[1])) > r // 2
+    centres = [(0, 0)] + ([drift] if far and _explains(a, b, drift, sigma) else [])
+    favoured = len(centres)
+    shifts, seen = list(centres), set(centres)
+    for cy, cx in centres:  # the windows around zero and the drift, in raster order
+        for v in ((cy + dy, cx + dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)):
+            if v not in seen:
+                shifts.append(v)
+                seen.add(v)
     with torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(a.mean(-1), dtype=np.float32))
         y = torch.from_numpy(np.ascontiguousarray(b.mean(-1), dtype=np.float32))
         h, w = x.shape
-        r = int(radius)
+        pad = max(max(abs(dy), abs(dx)) for dy, dx in shifts)
         lo = (BLOCK - STRIDE) // 2
         pads = (lo, lo + (-w) % STRIDE, lo, lo + (-h) % STRIDE)
-        yp = F.pad(y[None, None], (r, r, r, r), mode="replicate")[0, 0]
-        shifts = [(0, 0)] + [
-            (dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dy or dx
-        ]
+        yp = F.pad(y[None, None], (pad,) * 4, mode="replicate")[0, 0]
+        bias = BIAS * float(sigma) ** 2
         best = None
         arg = None
         for k, (dy, dx) in enumerate(shifts):
-            e = (x - yp[r + dy : r + dy + h, r + dx : r + dx + w]) ** 2
+            e = (x - yp[pad + dy : pad + dy + h, pad + dx : pad + dx + w]) ** 2
             cost = F.avg_pool2d(F.pad(e[None, None], pads, mode="replicate"), BLOCK, STRIDE)[0, 0]
+            if k < favoured:
+                cost = cost - bias
             if best is None:
-                best = cost - BIAS * float(sigma) ** 2
-                arg = torch.zeros(cost.shape, dtype=torch.long)
+                best, arg = cost, torch.zeros(cost.shape, dtype=torch.long)
                 continue
             better = cost < best
             best = torch.where(better, cost, best)
