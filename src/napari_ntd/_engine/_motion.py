@@ -13,6 +13,12 @@ match, keep zero (on the benchmark time-lapse at sigma 15, seed 0, with the
 motion used by guides and refining Wiener: bias 0.05 / 0.2 / 1 / 1.5 / 2 / 4:
 38.61 / 39.13 / 39.34 / 39.34 / 39.35 / 39.32 dB; none: 39.17).
 
+A whole-frame drift (a stage drifting) larger than ``RADIUS / 2`` is found by
+phase correlation and, if it explains the frame better than no motion by the
+same margin, adds a second search window around it (a scene drifting 12 px
+per frame: the time-lapse gains 2.6 dB over frame by frame; without the
+drift it lost 0.6 dB).
+
 A displacement field ``d`` of frame ``s`` towards frame ``j`` says that
 ``frame_j(x + d(x)) ~ frame_s(x)``: :func:`warp` brings frame ``j`` onto frame
 ``s``. Fields towards frames further away are chained (:func:`compose`).
