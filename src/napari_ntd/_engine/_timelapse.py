@@ -16,9 +16,9 @@ is centred where the patch moved.
 Per frame ``s``:
 
 1. ``dct_s``: the DCT pilot of the short movie ``s - w .. s + w`` (warped
-   onto frame ``s``) with space-time blocks (``4 x 4`` or ``8 x 8`` pixels by all its frames,
-   :data:`GUIDE_SIZES`; :func:`napari_ntd._pilot.window_wiener`): hard
-   thresholding, then the
+   onto frame ``s``) with space-time blocks (``4 x 4`` or ``8 x 8`` pixels
+   by all its frames, :data:`GUIDE_SIZES`;
+   :func:`napari_ntd._pilot.window_wiener`): hard thresholding, then the
    empirical Wiener shrinkage guided by its mean with the frames' non-local
    means; frame ``s`` of it is the first guide. It replaces the 2D DCT pilot
    and step 1 of non-local Bayes, which no longer helped next to it (on the
@@ -33,8 +33,7 @@ Per frame ``s``:
    next guide is ``(wiener_s + pass_s) / 2``, ``wiener_s`` its refining
    Wiener (:data:`REFINE_SIZE`: frame ``s`` of the space-time empirical
    Wiener of frames ``s - w .. s + w``, warped onto ``s``, guided by their
-   pass estimates); the
-   last pass of frame ``t`` is its pilot, at low noise
+   pass estimates); the last pass of frame ``t`` is its pilot, at low noise
    (:data:`LOW_NOISE`) mixed with its refining Wiener
    (:data:`OUTPUT_WIENER`);
 3. the NTK twicing stage of the guided method on frame ``t`` (a fixed
@@ -54,7 +53,7 @@ sigma not given is estimated per frame.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 
 import numpy as np
 import torch
@@ -487,7 +486,7 @@ def _ntk_stage(
     seed: int,
     tiles,
     device,
-    neighbours: list[np.ndarray] = (),
+    neighbours: Sequence[np.ndarray] = (),
 ) -> Generator[tuple[int, int], None, np.ndarray]:
     """The guided NTK twicing of one frame from its pilot (fixed ``t``).
 
