@@ -199,9 +199,12 @@ def test_poisson_counts_keep_their_units():
     assert err_out < 0.25 * err_in
 
 
-def test_progress_reaches_the_total():
+@pytest.mark.parametrize("n_iter", [0, 3])
+def test_progress_reaches_the_total(n_iter):
+    """Steps rise one by one to the total (with the NTK stage: the tasks of each
+    frame's kernel, whose channel count differs at the movie's ends)."""
     _, noisy, _ = _moving(frames=3)
-    gen = iter_denoise_ntd(noisy, sigma=SIGMA, time_axis=0, time_window=1)
+    gen = iter_denoise_ntd(noisy, sigma=SIGMA, time_axis=0, time_window=1, n_iter=n_iter)
     steps = []
     try:
         while True:
@@ -210,7 +213,9 @@ def test_progress_reaches_the_total():
         out = stop.value
     assert out.shape == noisy.shape
     done = [d for d, _ in steps]
-    assert done == sorted(done) and steps[-1][0] == steps[-1][1] and len(steps) == 3
+    assert done == list(range(1, len(steps) + 1)) and steps[-1][0] == steps[-1][1]
+    assert len({total for _, total in steps}) == 1
+    assert len(steps) == 3 if n_iter == 0 else len(steps) > 3
 
 
 @pytest.mark.parametrize(
