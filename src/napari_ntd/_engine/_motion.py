@@ -30,7 +30,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BIAS", "BLOCK", "RADIUS", "STRIDE", "block_motion", "compose", "dense", "warp"]
+__all__ = [
+    "BIAS",
+    "BLOCK",
+    "RADIUS",
+    "STRIDE",
+    "block_motion",
+    "compose",
+    "dense",
+    "global_shift",
+    "warp",
+]
 
 #: Largest displacement searched between consecutive frames (pixels per axis).
 RADIUS = 7
