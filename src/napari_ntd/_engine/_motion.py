@@ -60,19 +60,21 @@ def global_shift(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     """The integer translation ``d`` with ``b(x + d) ~ a(x)`` over the whole frame
     (phase correlation of the channel means,
     :func:`skimage.registration.phase_cross_correlation`)."""
+    return _plane_shift(a.mean(-1, dtype=np.float64), b.mean(-1, dtype=np.float64))
+
+
+def _plane_shift(x: np.ndarray, y: np.ndarray) -> tuple[int, int]:
+    """:func:`global_shift` of two ``(H, W)`` planes."""
     from skimage.registration import phase_cross_correlation
 
-    shift, _, _ = phase_cross_correlation(
-        a.mean(-1, dtype=np.float64), b.mean(-1, dtype=np.float64), normalization=None
-    )
+    shift, _, _ = phase_cross_correlation(x, y, normalization=None)
     return int(-round(float(shift[0]))), int(-round(float(shift[1])))
 
 
-def _explains(a: np.ndarray, b: np.ndarray, drift: tuple[int, int], sigma: float) -> bool:
-    """Whether ``b`` moved by ``drift`` matches ``a`` better than unmoved, by
-    ``BIAS * sigma^2`` in mean squared difference over the frame (phase
-    correlation finds a peak in noise too)."""
-    x, y = a.mean(-1, dtype=np.float64), b.mean(-1, dtype=np.float64)
+def _explains(x: np.ndarray, y: np.ndarray, drift: tuple[int, int], sigma: float) -> bool:
+    """Whether the plane ``y`` moved by ``drift`` matches ``x`` better than
+    unmoved, by ``BIAS * sigma^2`` in mean squared difference over the frame
+    (phase correlation finds a peak in noise too)."""
     h, w = x.shape
     dy, dx = drift
     if abs(dy) >= h or abs(dx) >= w:
@@ -97,9 +99,10 @@ def block_motion(a: np.ndarray, b: np.ndarray, sigma: float, radius: int = RADIU
     itself favoured like zero.
     """
     r = int(radius)
-    drift = global_shift(a, b)
+    pa, pb = a.mean(-1, dtype=np.float64), b.mean(-1, dtype=np.float64)
+    drift = _plane_shift(pa, pb)
     far = max(abs(drift[0]), abs(drift[1])) > r // 2
-    centres = [(0, 0)] + ([drift] if far and _explains(a, b, drift, sigma) else [])
+    centres = [(0, 0)] + ([drift] if far and _explains(pa, pb, drift, sigma) else [])
     favoured = len(centres)
     shifts, seen = list(centres), set(centres)
     for cy, cx in centres:  # the windows around zero and the drift, in raster order

@@ -286,8 +286,13 @@ class _Frames:
 
     def warped(self, s: int, images: list[np.ndarray]) -> np.ndarray:
         """``images`` (one per frame of ``context(s)``) brought onto frame ``s``."""
-        fields = self.flows[s] if MOTION else [None] * len(images)
+        fields = self.fields(s)
         return np.stack([_motion.warp(a, f) for a, f in zip(images, fields, strict=True)])
+
+    def fields(self, s: int) -> list[np.ndarray | None]:
+        """The motion fields of frame ``s`` towards each frame of ``context(s)``
+        (``None``: no motion, also without :data:`MOTION`)."""
+        return self.flows[s] if MOTION else [None] * len(self.context(s))
 
     def offsets(self, s: int, patch: int, rows: tuple[int, int]) -> np.ndarray | None:
         """Search-window offsets ``(T', rows[1] - rows[0], W - patch + 1, 2)`` of the
@@ -301,7 +306,7 @@ class _Frames:
         return np.stack(
             [
                 _motion.dense(f, (self.work.shape[1], w), span)[:, c : c + w - patch + 1]
-                for f in self.flows[s]
+                for f in self.fields(s)
             ]
         )
 
@@ -471,7 +476,7 @@ def _neighbour_pilots(frames: _Frames, t: int) -> list[np.ndarray]:
     ctx = frames.context(t)
     near = _near(t, frames.n, frames.window)
     _estimates(frames, PASSES - 1, near)
-    fields = dict(zip(ctx, frames.flows[t] if MOTION else [None] * len(ctx), strict=True))
+    fields = dict(zip(ctx, frames.fields(t), strict=True))
     return [
         _motion.warp(_pilot._from_groups(frames.est[PASSES - 1][j], frames.work[j]), fields[j])
         for j in near
