@@ -81,7 +81,7 @@ def bounds(clean: np.ndarray, noisy: np.ndarray, sigma: float) -> dict[str, tupl
                     basis = _guided.nystrom_bases(
                         guide[(slice(None), *tile)][None], cols[None], cfg
                     )
-                    v = (basis.kernel @ basis.q)[0]
+                    v = basis.vectors()[0]
                     c = (torch.from_numpy(y[tile]).double().reshape(-1) - p_t) @ v
                     a = (torch.from_numpy(x[tile]).double().reshape(-1) - p_t) @ v
                     g = _twicing.gains(basis.values[0], ts)

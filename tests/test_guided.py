@@ -7,10 +7,11 @@ from skimage import data, img_as_float
 from skimage.metrics import peak_signal_noise_ratio as psnr
 
 from napari_ntd import denoise_ntd
-from napari_ntd._ntk._guided import guided_stack, iter_guided_plane
+from napari_ntd._ntk._guided import iter_guided
 from napari_ntd._ntk._kernel3d import nystrom_basis_3d
 from napari_ntd._ntk._nystrom import nystrom_basis
 from napari_ntd._ntk._pilot import pilot as make_pilot
+from napari_ntd._ntk._pilot import pilots as make_pilots
 from napari_ntd._util._config import NTDConfig
 from napari_ntd._util._progress import run_to_end
 
@@ -51,6 +52,12 @@ def test_guided_not_worse_than_its_pilot_and_sure_near_oracle():
     assert max(fixed.values()) - min(fixed.values()) > 0.4
 
 
+def _stack(y: np.ndarray, sigma: float) -> torch.Tensor:
+    """The ``(2 C, *spatial)`` float64 input of the NTK stage: ``y`` and its pilot."""
+    st = np.concatenate([y, make_pilot(y, sigma)], axis=-1).astype(np.float64)
+    return torch.from_numpy(np.moveaxis(st, -1, 0).copy())
+
+
 def _assert_twicing_from_pilot(out, stack, basis, t):
     """``out`` equals t explicit steps of z <- z + W (y - z) from z = p, W = V Lambda V^T."""
     p, y = stack[1].reshape(-1), stack[0].reshape(-1)
@@ -65,13 +72,10 @@ def _assert_twicing_from_pilot(out, stack, basis, t):
 def test_guided_closed_form_equals_iterating_from_the_pilot():
     """z^t = p + V g_t V^T (y - p) equals t steps of z <- z + W (y - z) from z = p."""
     _, noisy = _case(0, n=40)
-    y = (noisy - 0.5)[..., None]
-    probe = np.random.default_rng(3).standard_normal(y.shape)
-    stack = guided_stack(y, SIGMA, 0.0, probe)
-    st = torch.from_numpy(stack).permute(2, 0, 1).contiguous()  # float64
+    st = _stack((noisy - 0.5)[..., None], SIGMA)
     t = 7
     cfg = NTDConfig(n_iter=t, n_columns=200, rank=None)
-    out = run_to_end(iter_guided_plane(st, SIGMA, cfg, torch.Generator().manual_seed(0), eps=0.0))
+    out = run_to_end(iter_guided(st, SIGMA, cfg, torch.Generator().manual_seed(0)))
     # the same columns, drawn the same way, give the same Nystrom basis
     rng = torch.Generator().manual_seed(0)
     p = st[1:2]
@@ -129,12 +133,10 @@ def test_volumes_take_guided_or_nystrom_only(method):
 def test_guided_volume_closed_form_equals_iterating_from_the_pilot():
     """The 3D core: z^t = p + V g_t V^T (y - p) with the r x r x r Nystrom basis."""
     _, noisy = _blobs(depth=8)
-    y = (noisy[:, :12, :12] - 0.5)[..., None]
-    stack = guided_stack(y, 0.15, 0.0, np.zeros_like(y))
-    st = torch.from_numpy(stack).permute(3, 0, 1, 2).contiguous()  # float64
+    st = _stack((noisy[:, :12, :12] - 0.5)[..., None], 0.15)
     t = 5
     cfg = NTDConfig(n_iter=t, n_columns=100, rank=None, patch_size=3)
-    out = run_to_end(iter_guided_plane(st, 0.15, cfg, torch.Generator().manual_seed(0), eps=0.0))
+    out = run_to_end(iter_guided(st, 0.15, cfg, torch.Generator().manual_seed(0)))
     assert out.shape == (1, 8, 12, 12)
     rng = torch.Generator().manual_seed(0)
     p = st[1:2]
@@ -199,58 +201,127 @@ def _explicit_twicing(w: np.ndarray, start: np.ndarray, target: np.ndarray, ts) 
     return start[None] + (gains * coef[None]) @ e.T  # (T, d)
 
 
-def test_guided_sure_choice_equals_brute_force_mc_sure():
-    """The batched core's t is the argmin of MC-SURE computed from explicit filters.
-
-    Reference: W and W_eps as explicit matrices from the per-plane Nystrom
-    basis (pilot and perturbed pilot, the same columns), z^t(y) and
-    z^t(y + eps b) from numpy's eigendecomposition of W, SURE(t) =
-    ||y - z^t||^2 / d - sigma^2 + 2 sigma^2 b^T (z^t_eps - z^t) / (eps d).
-    """
-    from napari_ntd._ntk._guided import guided_batch
-    from napari_ntd._ntk._twicing import t_grid
-
-    _, noisy = _case(0, n=32)
-    y = (noisy - 0.5)[..., None]
-    probe = np.random.default_rng(5).standard_normal(y.shape)
-    eps = 0.01 * SIGMA
-    st = torch.from_numpy(guided_stack(y, SIGMA, eps, probe)).permute(2, 0, 1).contiguous()
-    cfg = NTDConfig(n_columns=150, rank=None)
-    cols = torch.randperm(32 * 32, generator=torch.Generator().manual_seed(0))[:150]
-    out = guided_batch(st[None], cols[None], SIGMA, cfg, eps)[0, 0].reshape(-1).numpy()
-
-    yv, p, y_eps, p_eps, b = (st[i].reshape(-1).numpy() for i in range(5))
-    ts = np.concatenate([[0], t_grid()])
+def _explicit_sure(yv, p, y_eps, p_eps, b, cols, eps, sigma, ts, patch_size=11):
+    """SURE(t) * d and z^t of one tile from explicit Nystrom filters (numpy eigh)."""
     z, z_eps = (
         _explicit_twicing(
             (bas.vectors @ torch.diag(bas.values) @ bas.vectors.T).numpy(), start, target, ts
         )
         for bas, start, target in (
-            (run_to_end(nystrom_basis(st[1:2], cols, patch_size=11, rank=None)), p, yv),
-            (run_to_end(nystrom_basis(st[3:4], cols, patch_size=11, rank=None)), p_eps, y_eps),
+            (_basis(p, yv.shape, cols, patch_size), p.reshape(-1), yv.reshape(-1)),
+            (_basis(p_eps, yv.shape, cols, patch_size), p_eps.reshape(-1), y_eps.reshape(-1)),
         )
     )
     d = yv.size
-    sure = ((yv - z) ** 2).sum(1) / d - SIGMA**2 + 2 * SIGMA**2 * ((z_eps - z) @ b) / (eps * d)
-    best = int(sure.argmin())
+    div = ((z_eps - z) @ b.reshape(-1)) / eps
+    return ((yv.reshape(-1) - z) ** 2).sum(1) - d * sigma**2 + 2 * sigma**2 * div, z
+
+
+def _basis(pilot, shape, cols, patch_size):
+    x = torch.from_numpy(np.ascontiguousarray(pilot, dtype=np.float64).reshape(1, *shape))
+    return run_to_end(nystrom_basis(x, cols, patch_size=patch_size, rank=None))
+
+
+def test_guided_sure_curve_equals_brute_force_mc_sure():
+    """The batched SURE curve and twicing equal MC-SURE from explicit filters.
+
+    Reference: W and W_eps as explicit matrices from the per-plane Nystrom
+    basis (pilot and perturbed pilot, the same columns), z^t(y) and
+    z^t(y + eps b) from numpy's eigendecomposition of W, SURE(t) d =
+    ||y - z^t||^2 - d sigma^2 + 2 sigma^2 b^T (z^t_eps - z^t) / eps.
+    """
+    from napari_ntd._ntk._guided import sure_batch, twice_batch
+    from napari_ntd._ntk._guided_sure import candidates
+
+    _, noisy = _case(0, n=32)
+    y = (noisy - 0.5)[..., None]
+    b = np.random.default_rng(5).standard_normal(y.shape)
+    eps = 0.3 * SIGMA
+    p, p_eps = make_pilots([y, y + eps * b], SIGMA)
+    cfg = NTDConfig(n_columns=150, rank=None)
+    cols = torch.randperm(32 * 32, generator=torch.Generator().manual_seed(0))[:150]
+    st = np.concatenate([y, p, y + eps * b, p_eps, b], axis=-1)
+    st = torch.from_numpy(np.moveaxis(st, -1, 0).copy())
+    curve = sure_batch(st[None], cols[None], SIGMA, cfg, eps)[0, 0].numpy()
+
+    ts = candidates()
+    ref, z = _explicit_sure(
+        y[..., 0], p[..., 0], y[..., 0] + eps * b[..., 0], p_eps[..., 0], b, cols, eps, SIGMA, ts
+    )
+    np.testing.assert_allclose(curve, ref, rtol=1e-7, atol=1e-9 * np.abs(ref).max())
+    best = int(ref.argmin())
     assert 0 < best < len(ts) - 1  # an interior choice: the test sees a wrong argmin
+    out = twice_batch(st[None, :2], cols[None], [int(ts[best])], cfg)[0, 0].reshape(-1).numpy()
     np.testing.assert_allclose(out, z[best], atol=1e-8)
     # and the choice matters: neighbours on the grid give other outputs
     assert np.abs(z[best] - z[0]).max() > 1e-3
 
 
+def test_guided_sampled_sure_against_explicit_crops():
+    """The default's t: the argmin of the summed explicit SURE of its sample tiles.
+
+    Reference, from scratch: the sample tiles and probes of ``plan_sample``
+    (same seed), each crop's perturbed pilot by ``pilot`` with the whole
+    image's non-local Bayes parameters, the unperturbed pilot of the whole
+    image, explicit filters and twicing per tile (numpy eigh), summed SURE.
+    The default's output must equal twicing at that ``t`` with the same
+    columns, i.e. ``denoise_ntd(n_iter=t)``.
+    """
+    from napari_ntd._engine._image import robust_center
+    from napari_ntd._ntk import _guided, _guided_sure
+
+    clean = img_as_float(data.camera())[150:230, 180:260]
+    sigma = 40 / 255
+    noisy = clean + sigma * np.random.default_rng(1).standard_normal(clean.shape)
+    y = (noisy - robust_center(noisy)).astype(np.float32)[..., None]
+    cfg = NTDConfig()
+    pieces = _guided.plan(y.shape[:-1], (32, 32), _guided.guided_margin(11))
+    eps = _guided_sure.SURE_EPS * sigma
+    sure_rng = torch.Generator().manual_seed(_guided_sure.stream_seed(0))
+    sample = _guided_sure.plan_sample(pieces, y.shape[:-1], 1, eps, sure_rng, np.float32)
+    assert len(pieces) == 16 and len(sample.tiles) == 8  # 32^2 tiles, half of them
+    p = make_pilot(y, sigma)
+    crops = [y[c] + eps * b for c, b in zip(sample.crops, sample.probes, strict=True)]
+    p_eps = make_pilots(crops, sigma, like=y)
+    rng = torch.Generator().manual_seed(0)
+    columns = _guided._draw_all(torch.from_numpy(np.moveaxis(p, -1, 0).copy()), pieces, cfg, rng)
+    ts = _guided_sure.candidates()
+    total = 0.0
+    for k, i in enumerate(sample.tiles):
+        tile, inner = pieces[i], sample.inner(k, pieces[i])
+        b = sample.probes[k][inner][..., 0].astype(np.float64)
+        yt = y[tile][..., 0].astype(np.float64)
+        sure, _ = _explicit_sure(
+            yt,
+            p[tile][..., 0],
+            yt + eps * b,
+            p_eps[k][inner][..., 0],
+            b,
+            columns[i],
+            eps,
+            sigma,
+            ts,
+        )
+        total = total + sure
+    t = int(ts[int(np.argmin(total))])
+    assert t > 0  # camera at sigma 40: the NTK stage is used
+    kw = {"sigma": sigma, "seed": 0, "tile_shape": 32}
+    out = denoise_ntd(noisy, **kw)
+    np.testing.assert_allclose(out, denoise_ntd(noisy, n_iter=t, **kw), atol=1e-6)
+    # other t give other outputs, so the match is not by chance
+    assert np.abs(out - denoise_ntd(noisy, n_iter=2 * t, **kw)).max() > 1e-3
+
+
 def test_guided_float32_core_matches_float64():
-    """The float32 runtime path (kernel in float32, sums in float64) vs float64."""
-    from napari_ntd._ntk._guided import guided_batch
+    """The float32 twicing path (kernel rows and K^T K in float32) vs float64."""
+    from napari_ntd._ntk._guided import twice_batch
 
     _, noisy = _case(0, n=64)
-    y = (noisy - 0.5)[..., None]
-    probe = np.random.default_rng(5).standard_normal(y.shape)
-    st = torch.from_numpy(guided_stack(y, SIGMA, 0.0, probe)).permute(2, 0, 1).contiguous()
+    st = _stack((noisy - 0.5)[..., None], SIGMA)
     cfg = NTDConfig(n_iter=300)
     cols = torch.randperm(64 * 64, generator=torch.Generator().manual_seed(0))[:82]
-    ref = guided_batch(st[None], cols[None], SIGMA, cfg, 0.0)[0]
-    out = guided_batch(st[None].float(), cols[None], SIGMA, cfg, 0.0)[0].double()
+    ref = twice_batch(st[None], cols[None], [300], cfg)[0]
+    out = twice_batch(st[None].float(), cols[None], [300], cfg)[0].double()
     # the correction V g V^T (y - p) reaches 0.021 here; float32 gets it to
     # 1.8e-4 (measured; ~1 % of it, 0.2 % of sigma). At t ~ 1e5 the directions
     # with eigenvalues near the float32 cut (1e-5) count and the paths part more.
@@ -299,3 +370,50 @@ def test_sure_does_not_undo_the_pilot_on_a_smooth_image():
     out = psnr(clean, denoise_ntd(noisy, sigma=sigma, seed=0), data_range=1)
     pilot = psnr(clean, denoise_ntd(noisy, sigma=sigma, n_iter=0), data_range=1)
     assert out > pilot - 0.15, (out, pilot)
+
+
+def test_sure_sample_plan():
+    """Sample tiles spread over the image, crops = tile + halo within it, probes N(0, 1)."""
+    from napari_ntd._ntk import _guided, _guided_sure
+
+    assert [_guided_sure.n_sample(n) for n in (1, 5, 8, 100, 400)] == [1, 5, 8, 8, 25]
+    spatial = (512, 300)
+    pieces = _guided.plan(spatial, (64, 64), _guided.guided_margin(11))
+    rng = torch.Generator().manual_seed(0)
+    sample = _guided_sure.plan_sample(pieces, spatial, 3, 0.1, rng, np.float32)
+    assert len(sample.tiles) == 8 == len(set(sample.tiles))
+    gaps = np.diff(sample.tiles)
+    assert gaps.min() >= len(pieces) // 8 - 1 and gaps.max() <= len(pieces) // 8 + 1  # spread
+    halo = _guided_sure.SURE_HALO
+    for k, i in enumerate(sample.tiles):
+        tile, crop = pieces[i], sample.crops[k]
+        for t, c, n in zip(tile, crop, spatial, strict=True):
+            assert c.start == max(0, t.start - halo) and c.stop == min(n, t.stop + halo)
+        inner = sample.inner(k, tile)
+        assert sample.probes[k][inner].shape == (64, 64, 3)
+        assert sample.probes[k].dtype == np.float32
+    probes = np.concatenate([b.ravel() for b in sample.probes])
+    assert abs(probes.mean()) < 0.02 and abs(probes.std() - 1) < 0.02
+    # the same seed, the same plan; the crops are perturbed by eps * probe
+    again = _guided_sure.plan_sample(
+        pieces, spatial, 3, 0.1, torch.Generator().manual_seed(0), np.float32
+    )
+    assert again.tiles == sample.tiles
+    img = np.random.default_rng(0).random((*spatial, 3)).astype(np.float32)
+    crops = _guided_sure.perturbed_crops(img, sample)
+    np.testing.assert_allclose(crops[2], img[sample.crops[2]] + 0.1 * sample.probes[2], atol=1e-6)
+
+
+def test_sure_choosing_zero_returns_the_pilot(monkeypatch):
+    """When SURE keeps t = 0 no twicing runs: the output is the pilot, progress completes."""
+    from napari_ntd._ntk import _guided, _guided_sure
+
+    monkeypatch.setattr(_guided_sure, "choose", lambda curves: np.zeros(1, dtype=np.int64))
+    ran = []
+    monkeypatch.setattr(_guided, "_run_batch", lambda *a: ran.append(1))
+    _, noisy = _case(0, n=130)
+    steps = []
+    out = denoise_ntd(noisy, sigma=SIGMA, seed=0, progress=lambda *s: steps.append(s))
+    np.testing.assert_array_equal(out, denoise_ntd(noisy, sigma=SIGMA, seed=0, n_iter=0))
+    assert not ran
+    assert steps[-1][0] == steps[-1][1] and [s[0] for s in steps] == list(range(1, len(steps) + 1))

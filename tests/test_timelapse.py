@@ -139,7 +139,7 @@ def test_ntk_stage_kernel_takes_space_time_patches(monkeypatch):
     for t, stack in enumerate(seen):
         near = [j for j in (t - 1, t + 1) if 0 <= j < 4]
         n = 1 + len(near)
-        assert stack.shape[0] == 5 * n
+        assert stack.shape[0] == 2 * n
         data, guide = stack[:n], stack[n : 2 * n]
         # the guide's channel 0 is the frame's pilot, centred and scaled: find the map
         a, b = np.polyfit(pilots[t].ravel(), guide[0].ravel(), 1)

@@ -676,9 +676,11 @@ def denoise_ntd(
         Twicing iterations ``t``. ``None`` (default): ``'auto'``, or 0 (the
         pilot alone) for time-lapse data (``time_axis``). ``'auto'`` chooses
         ``t`` by Monte-Carlo SURE (one extra pass on ``y + eps b`` with the
-        same columns; for the guided method a second pilot too), separately
-        for each channel and tile. ``0`` (guided method only) returns its
-        pilot alone: no NTK stage.
+        same columns): the guided method chooses one ``t`` per channel from
+        a sample of its tiles, whose pilot it reruns on ``y + eps b``; the
+        result equals ``n_iter=<that t>`` with the same ``seed``. The paper's
+        methods choose per channel and tile. ``0`` (guided method only)
+        returns its pilot alone: no NTK stage.
     time_axis : int, optional
         The axis of time in a time-lapse (guided method, 2D frames): each
         frame is denoised with its neighbours, whose similar patches join

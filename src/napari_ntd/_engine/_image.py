@@ -13,7 +13,8 @@ from collections.abc import Generator
 import numpy as np
 import torch
 
-from .._ntk import _guided, _pilot
+from .._ntk import _guided, _guided_sure, _pilot
+from .._ntk._guided_sure import SURE_EPS
 from .._ntk._plane import iter_denoise_plane, iter_denoise_volume, sure_eps
 from .._util._config import NTDConfig
 from .._util._parallel import iter_in_pool
@@ -169,17 +170,28 @@ def iter_image(
         gen = _pilot.iter_pilots([centred.astype(compute)], sig / scale)
         (z,) = yield from counted(gen, [0], steps)
         return back(z)
-    if cfg.method == "guided":  # pilot, perturbed pilot and probe as channel groups
+    if cfg.method == "guided":  # the pilot (and perturbed crops of it for SURE)
         sig_c = sig / scale
-        auto = cfg.n_iter == "auto"
-        tiny = float(np.finfo(compute).eps)
-        eps = sure_eps(sig_c, spread / scale, tiny, _guided.SURE_EPS) if auto else 0.0
-        probe = torch.randn(centred.shape, generator=rng, dtype=torch.float64).numpy()
-        total = steps + len(_guided.batches(img.shape[:-1], tiles, cfg, img.shape[-1]))
-        gen = _guided.iter_guided_stack(centred.astype(compute), sig_c, eps, probe.astype(compute))
-        stack = yield from counted(gen, [0], total)
-        y = to_tensor(stack).contiguous()
-        z = yield from shifted(_guided.iter_guided(y, sig_c, cfg, rng, eps=eps, tiles=tiles), steps)
+        image = centred.astype(compute)
+        spatial, nch = img.shape[:-1], img.shape[-1]
+        sample = None
+        if cfg.n_iter == "auto":
+            eps = sure_eps(sig_c, spread / scale, float(np.finfo(compute).eps), SURE_EPS)
+            pieces = _guided.plan(spatial, tiles, _guided.guided_margin(cfg.patch_size))
+            # its own random stream: the columns (from ``rng``) are those of
+            # n_iter=t, so the default equals denoise_ntd(n_iter=<its t>)
+            sure_rng = torch.Generator().manual_seed(_guided_sure.stream_seed(seed))
+            sample = _guided_sure.plan_sample(pieces, spatial, nch, eps, sure_rng, compute)
+        crops = _guided_sure.perturbed_crops(image, sample) if sample else []
+        total = steps + _guided.n_steps(spatial, tiles, cfg, nch)
+        gen = _pilot.iter_pilots([image, *crops], sig_c, like=image)
+        pilot, *perturbed = yield from counted(gen, [0], total)
+        y = to_tensor(np.concatenate([image, pilot], axis=-1)).contiguous()
+        del crops, pilot
+        stage = _guided.iter_guided(
+            y, sig_c, cfg, rng, tiles=tiles, sample=sample, perturbed=perturbed
+        )
+        z = yield from shifted(stage, steps)
         return back(z)
     y = to_tensor(centred).contiguous()
     # the steps run on a compute worker: one torch thread, nothing spin-waits

@@ -84,8 +84,8 @@ def estimate_memory(spatial_shape: Sequence[int], channels: int, cfg: Any, items
     values: the basis ``d k`` (twice with MC-SURE), the ``m x m`` block and
     its float64 eigendecomposition (~3 ``m^2`` doubles), the kernel blocks
     ``~5 block_pixels m`` and the column patches ``m n0``; plus ~8 image-sized
-    float64 buffers. ``guided``: the same with both bases (pilot and
-    perturbed pilot) and five image groups (see ``_guided``).
+    float64 buffers. ``guided``: the same with two bases (the SURE sample
+    tiles' pilot and perturbed pilot) and five image groups (see ``_guided``).
     ``exact``: the ``d x d`` kernel in float64, ~3 times.
     Other methods: the image buffers only.
     """

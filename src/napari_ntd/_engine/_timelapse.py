@@ -202,7 +202,7 @@ def frame_steps(shape: tuple[int, ...], cfg: NTDConfig, tiles, neighbours: int =
     kernel has ``neighbours`` more frames as input channels)."""
     if cfg.n_iter == 0:
         return 1
-    return 1 + len(_guided.batches(shape[:-1], tiles, cfg, shape[-1] * (1 + neighbours)))
+    return 1 + _guided.n_steps(shape[:-1], tiles, cfg, shape[-1] * (1 + neighbours))
 
 
 def _near(t: int, n: int, window: int) -> list[int]:
@@ -512,10 +512,10 @@ def _ntk_stage(
     extra = [scaled(a) for a in neighbours]
     data = np.concatenate([yc, *extra], axis=-1)
     guide = np.concatenate([pc, *extra], axis=-1)
-    stack = np.concatenate([data, guide, data, guide, np.zeros_like(data)], axis=-1)
+    stack = np.concatenate([data, guide], axis=-1)
     st = torch.from_numpy(stack).to(device).permute(2, 0, 1).contiguous()
     rng = torch.Generator().manual_seed(int(seed))
-    z = yield from _guided.iter_guided(st, sigma / scale, cfg, rng, eps=0.0, tiles=tiles)
+    z = yield from _guided.iter_guided(st, sigma / scale, cfg, rng, tiles=tiles)
     z = z[: y.shape[-1]]  # the frame's own channels
     return z.permute(1, 2, 0).cpu().numpy().astype(np.float64) * scale + center
 

@@ -11,9 +11,9 @@ Beyond the paper (issue 6). BM3D's two-stage idea applied to the NTD:
 3. **Twicing from the pilot.** ``z <- z + W (y - z)`` started at ``z^0 = p``
    (a network initialised to output the pilot), i.e. in closed form
    ``z^t = p + V g_t(Lambda) V^T (y - p)``; ``t = 0`` returns the pilot.
-4. **Stopping.** Monte-Carlo SURE of the whole map ``y -> z^t`` (pilot
-   included): one extra run on ``y + eps b`` (pilot of the perturbed image,
-   its basis with the same columns) gives the divergence for every ``t``.
+4. **Stopping.** One ``t`` per channel by Monte-Carlo SURE of the whole map
+   ``y -> z^t`` (pilot included), on a sample of tiles whose pilot is rerun
+   on ``y + eps b`` (:mod:`napari_ntd._guided_sure`).
 
 The work runs in tiles (``GUIDED_TILE``): a tile's Nystrom basis has rank at
 most ``m`` and the correction ``V g V^T (y - p)`` lives in its span, so
@@ -26,9 +26,8 @@ benchmark crops: -0.02 dB, 30 % less time).
 Volumes (``spatial_dims=3``) work the same way with a 3D pilot, ``r x r x r``
 patches (:mod:`napari_ntd._kernel3d`) and ``GUIDED_TILE_3D`` tiles.
 
-Channel groups: the tiled core receives one ``(5 C, *spatial)`` tensor holding
-``y``, ``p``, ``y + eps b``, the pilot of ``y + eps b`` and ``b`` (``C``
-channels each), so that tiling cuts all five alike.
+Channel groups: the tiled core receives one ``(2 C, *spatial)`` tensor
+holding ``y`` and ``p`` (``C`` channels each), so that tiling cuts both alike.
 
 Speed (issue 13): a tile is small (``d = 4096`` pixels, ``m = 82`` columns),
 so the work is hundreds of small kernel blocks and eigendecompositions. The
@@ -54,37 +53,23 @@ import torch.nn.functional as F
 
 from .._util import _parallel
 from .._util._tiles import plan_tiles, tile_weights
-from . import _pilot, _twicing
-from ._kernel import ntk_block, patch_matrix, patch_sq_norms
+from . import _guided_sure, _twicing
+from ._kernel import ntk_block, ntk_from_gram, patch_matrix, patch_sq_norms
 from ._kernel3d import patches_at_3d
-from ._nystrom import _eig_tolerance
+from ._nystrom import _eig_tolerance, patches_at
 
 __all__ = [
-    "SURE_EPS",
     "GUIDED_TILE",
     "GUIDED_TILE_3D",
     "guided_margin",
-    "guided_stack",
-    "iter_guided_stack",
     "draw_columns",
-    "guided_batch",
+    "nystrom_bases",
+    "sure_batch",
+    "twice_batch",
     "batches",
+    "n_steps",
     "iter_guided",
-    "iter_guided_plane",
 ]
-
-#: Monte-Carlo SURE perturbation of the guided method, times sigma. The
-#: non-local Bayes pilot picks its groups by distance, so it jumps when a
-#: small perturbation changes a group: with the paper's 0.01 sigma the
-#: divergence was noise and SURE chose t badly (-0.6 dB mean, -5.7 dB on a
-#: smooth image); at 0.3 sigma the finite difference averages over the jumps
-#: (+0.16 dB mean over the pilot, worst case -0.05 dB, on 16 crops at sigma
-#: 15 and 50; 0.1 / 0.2 / 0.5 sigma: +0.15 / +0.16 / +0.14). The jumps are
-#: real divergence, not noise to average away: running the perturbed pilot
-#: with the unperturbed run's groups (a smooth map, half the cost) left the
-#: grouping's share out and SURE chose far too large t (-0.3 to -0.7 dB mean,
-#: -9 dB on the smooth image).
-SURE_EPS = 0.3
 
 #: Default tile side of ``method="guided"`` (pixels).
 GUIDED_TILE = 64
@@ -98,37 +83,10 @@ BATCH_TILES = 4
 #: Bytes of float64 kernel rows and SURE terms one task may hold.
 BATCH_BYTES = 64 * 2**20
 
-_GROUPS = 5
-
 
 def guided_margin(patch_size: int) -> int:
     """Half the overlap of the guided method's tiles."""
     return patch_size // 2 + 1
-
-
-def iter_guided_stack(
-    centred: np.ndarray, sigma: float, eps: float, probe: np.ndarray
-) -> Generator[None, None, np.ndarray]:
-    """The ``(*spatial, 5 C)`` input of :func:`iter_guided` for a centred image.
-
-    ``probe`` is the Monte-Carlo SURE direction ``b`` (standard normal, the
-    image's shape) and ``eps`` the perturbation size (0: no SURE run, no
-    second pilot). The passes of both pilots run in parallel on the compute
-    pool; yields ``None`` ``_pilot.PILOT_STEPS`` times.
-    """
-    if eps == 0:  # fixed t: no SURE run, no second pilot
-        (pilot,) = yield from _pilot.iter_pilots([centred], sigma)
-        return np.concatenate([centred, pilot, centred, pilot, probe], axis=-1)
-    perturbed = centred + eps * probe
-    pilot, pilot_eps = yield from _pilot.iter_pilots([centred, perturbed], sigma)
-    return np.concatenate([centred, pilot, perturbed, pilot_eps, probe], axis=-1)
-
-
-def guided_stack(centred: np.ndarray, sigma: float, eps: float, probe: np.ndarray) -> np.ndarray:
-    """:func:`iter_guided_stack` run to its end."""
-    from .._util._progress import run_to_end
-
-    return run_to_end(iter_guided_stack(centred, sigma, eps, probe))
 
 
 def _sq_norms(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -166,22 +124,32 @@ def draw_columns(pilot: torch.Tensor, cfg: Any, rng: torch.Generator) -> torch.T
 class Bases:
     """Orthonormal Nystrom eigenbases of a batch of tiles, ``V = K Q`` (not formed).
 
-    ``kernel`` (B, d, m) float64: the kernel rows ``Theta(p_i, q_j)``;
-    ``q`` (B, m, m) float64; ``values`` (B, m) float64 in [0, 1], largest 1,
-    zero for dropped directions (whose columns of ``q`` are zero).
+    ``kernel_t`` (B, m, d) float64 or float32: the kernel rows ``Theta(q_j,
+    p_i)`` of the columns ``q_j``; ``q`` (B, m, m) float64; ``values`` (B, m) float64 in
+    [0, 1], largest 1, zero for dropped directions (whose columns of ``q`` are
+    zero).
     """
 
-    kernel: torch.Tensor
+    kernel_t: torch.Tensor
     q: torch.Tensor
     values: torch.Tensor
 
+    def __getitem__(self, index: slice) -> Bases:
+        return Bases(self.kernel_t[index], self.q[index], self.values[index])
+
+    def vectors(self) -> torch.Tensor:
+        """The eigenvectors ``V`` (B, d, m), formed (for references and benchmarks)."""
+        return self.kernel_t.transpose(1, 2).double() @ self.q
+
     def coef(self, x: torch.Tensor) -> torch.Tensor:
         """``V^T x`` for ``x`` (B, C, d): (B, C, m)."""
-        return (x @ self.kernel) @ self.q
+        kt = self.kernel_t
+        return (x.to(kt.dtype) @ kt.transpose(1, 2)).double() @ self.q
 
     def synth(self, a: torch.Tensor) -> torch.Tensor:
         """``V a`` for coefficients ``a`` (B, C, m): (B, C, d)."""
-        return (a @ self.q.transpose(1, 2)) @ self.kernel.transpose(1, 2)
+        kt = self.kernel_t
+        return ((a @ self.q.transpose(1, 2)).to(kt.dtype) @ kt).double()
 
 
 def _flip_eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,7 +158,32 @@ def _flip_eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return w.flip(-1), v.flip(-1)
 
 
-def nystrom_bases(x: torch.Tensor, columns: torch.Tensor, cfg: Any) -> Bases:
+def _kernel_rows(x: torch.Tensor, columns: torch.Tensor, r: int) -> tuple[torch.Tensor, ...]:
+    """``Theta(q_j, .)`` over a ``(C, *spatial)`` tile (m, d) and ``Theta(q_j, q_k)`` (m, m).
+
+    2D: the inner products of every patch with the column patches are one
+    convolution of the tile with them (no patch matrix; 2.3x faster per tile).
+    """
+    if x.dim() == 3:
+        c, h, w = x.shape
+        pad = r // 2
+        xpad = F.pad(x, (pad, pad, pad, pad))
+        p_m = patches_at(xpad, columns, w, r)  # (m, C r r), channel-major
+        inner = F.conv2d(xpad[None], p_m.reshape(-1, c, r, r))[0].reshape(len(columns), h * w)
+        sq = patch_sq_norms(x, r)
+    else:
+        p = _all_patches(x, r)
+        sq = (p * p).sum(1)
+        p_m = p[columns]
+        inner = p_m @ p.T
+    sq_m = sq[columns]
+    k_mm = ntk_block(p_m, p_m, sq_m, sq_m)
+    return ntk_from_gram(inner, sq_m, sq, p_m.shape[1]), k_mm
+
+
+def nystrom_bases(
+    x: torch.Tensor, columns: torch.Tensor, cfg: Any, *, precise: bool = True
+) -> Bases:
     """The exact eigenbasis of each tile's Nystrom filter (appendix G).
 
     ``x`` (B, C, *spatial): the images the kernel compares (pilots);
@@ -200,84 +193,94 @@ def nystrom_bases(x: torch.Tensor, columns: torch.Tensor, cfg: Any) -> Bases:
     ``W``'s eigenvectors ``A R S^-1/2`` and eigenvalues ``S`` (scaled so that
     the largest is 1). Directions below the round-off tolerance (and past
     ``cfg.rank``) are dropped, as there.
+
+    ``precise``: the kernel rows and ``K^T K`` in float64, as SURE needs
+    (float32 there: -0.35 dB); else in ``x``'s dtype, as twicing at a given
+    ``t`` can afford (float32: outputs within 1e-3 dB at t = 30 on the
+    benchmark crops, 0.035 dB at t = 1000, against 2x the cost of the product).
     """
     r = cfg.patch_size
     b, m = columns.shape
+    d = math.prod(x.shape[2:])
     tol = _eig_tolerance(x.dtype)
     k_mm = x.new_empty((b, m, m))
-    k_dm = []
+    dtype = torch.float64 if precise else x.dtype
+    kernel_t = torch.empty((b, m, d), dtype=dtype, device=x.device)
     for i in range(b):
-        p = _all_patches(x[i], r)
-        sq = (p * p).sum(1)
-        p_m, sq_m = p[columns[i]], sq[columns[i]]
-        k_mm[i] = ntk_block(p_m, p_m, sq_m, sq_m)
-        k_dm.append(ntk_block(p, p_m, sq, sq_m).double())
-    kernel = torch.stack(k_dm)
-    del k_dm
+        kernel_t[i], k_mm[i] = _kernel_rows(x[i], columns[i], r)
     lam, u = _flip_eigh(k_mm.double())
     top = lam[:, :1]
     keep = (lam > tol * top) & (top > 0)
     if cfg.rank is not None:
         keep &= torch.arange(m, device=x.device) < cfg.rank
     d_inv = u * torch.where(keep, lam.clamp_min(1e-300).rsqrt(), 0.0)[:, None, :]  # U Lambda^-1/2
-    gram = kernel.transpose(1, 2) @ kernel  # K^T K, float64 (float32: -0.35 dB, SURE)
+    gram = (kernel_t @ kernel_t.transpose(1, 2)).double()  # K^T K
     s, rot = _flip_eigh(d_inv.transpose(1, 2) @ gram @ d_inv)
     s0 = s[:, :1]
     keep = (s > tol * s0) & (s0 > 0)
     q = d_inv @ rot * torch.where(keep, s.clamp_min(1e-300).rsqrt(), 0.0)[:, None, :]
     values = torch.where(keep, s / s0.clamp_min(1e-300), 0.0)
-    return Bases(kernel=kernel, q=q, values=values)
+    return Bases(kernel_t=kernel_t, q=q, values=values)
 
 
-def guided_batch(
+def _groups(stack: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """The ``n`` channel groups of a ``(B, n C, *spatial)`` stack, each ``(B, C, d)`` float64."""
+    b, nch = stack.shape[0], stack.shape[1] // n
+    return [stack[:, i * nch : (i + 1) * nch].reshape(b, nch, -1).double() for i in range(n)]
+
+
+def sure_batch(
     stack: torch.Tensor, columns: torch.Tensor, sigma: float, cfg: Any, eps: float
 ) -> torch.Tensor:
-    """Guided twicing of a batch of tiles ``stack`` (B, 5 C, *spatial) with ``columns`` (B, m).
+    """Monte-Carlo SURE risk of a batch of tiles, for each candidate ``t``.
 
-    Returns ``z`` (B, C, *spatial): ``z^t = p + V g_t V^T (y - p)`` with ``t``
-    chosen per tile and channel by Monte-Carlo SURE over ``t = 0`` (the
-    pilot) and the twicing grid, or ``t = cfg.n_iter`` when it is an int.
+    ``stack`` (B, 5 C, *spatial): ``y``, the pilot ``p``, ``y + eps b``, the
+    perturbed image's pilot and the probe ``b``; ``columns`` (B, m). Returns
+    (B, C, T), ``t`` over :func:`napari_ntd._guided_sure.candidates`: the sum
+    over the tile's pixels of ``(y - z^t)^2 - sigma^2`` plus ``2 sigma^2``
+    times the divergence ``b^T (z^t(y + eps b) - z^t(y)) / eps``.
     """
     b = stack.shape[0]
-    nch = stack.shape[1] // _GROUPS
-    spatial = tuple(stack.shape[2:])
-    d = math.prod(spatial)
-    auto = cfg.n_iter == "auto"
-    groups = [stack[:, i * nch : (i + 1) * nch] for i in range(_GROUPS)]
-    y, p, y_eps, p_eps, probe = (g.reshape(b, nch, d).double() for g in groups)
+    nch = stack.shape[1] // 5
+    y, p, y_eps, p_eps, probe = _groups(stack, 5)
+    d = y.shape[-1]
     # the perturbed run needs its own basis: keeping the pilot's (leaving the
     # filter's dependence on y out of the divergence) made SURE pick too large
     # a t (-0.47 dB mean on the benchmark crops)
-    pilots = torch.cat([groups[1], groups[3]]) if auto else groups[1]
-    bases = nystrom_bases(pilots, torch.cat([columns, columns]) if auto else columns, cfg)
-    ts = np.concatenate([[0], _twicing.t_grid()]) if auto else np.array([int(cfg.n_iter)])
-    g_all = _twicing.gains(bases.values, ts)  # (B or 2B, T, m)
-    g = g_all[:b]
-    base = Bases(bases.kernel[:b], bases.q[:b], bases.values[:b])
+    pilots = torch.cat([stack[:, nch : 2 * nch], stack[:, 3 * nch : 4 * nch]])
+    bases = nystrom_bases(pilots, torch.cat([columns, columns]), cfg)
+    g_all = _twicing.gains(bases.values, _guided_sure.candidates())  # (2B, T, m)
+    g, g_eps = g_all[:b], g_all[b:]
+    base, eps_base = bases[:b], bases[b:]
     r = y - p
     c = base.coef(r)  # (B, C, m)
-    if auto:
-        eps_base = Bases(bases.kernel[b:], bases.q[b:], bases.values[b:])
-        g_eps = g_all[b:]
-        c_eps = eps_base.coef(y_eps - p_eps)
-        # z^t = p + V (g_t * c); V has orthonormal columns, so
-        # ||y - z^t||^2 = ||y - p||^2 - 2 <g_t c, c> + ||g_t c||^2.
-        res = (r**2).sum(-1)[..., None] - (
-            g[:, None] * (2.0 - g[:, None]) * (c**2)[:, :, None]
-        ).sum(-1)
-        b_z = (probe * p).sum(-1)[..., None] + (
-            g[:, None] * (c * base.coef(probe))[:, :, None]
-        ).sum(-1)
-        b_z_eps = (probe * p_eps).sum(-1)[..., None] + (
-            g_eps[:, None] * (c_eps * eps_base.coef(probe))[:, :, None]
-        ).sum(-1)
-        div = (b_z_eps - b_z) / eps
-        sure = res / d - sigma**2 + 2.0 * sigma**2 * div / d  # (B, C, T)
-        best = sure.argmin(-1)
-    else:
-        best = torch.zeros((b, nch), dtype=torch.long, device=stack.device)
-    g_best = torch.gather(g, 1, best[..., None].expand(b, nch, g.shape[-1]))  # (B, C, m)
-    z = p + base.synth(g_best * c)
+    c_eps = eps_base.coef(y_eps - p_eps)
+    # z^t = p + V (g_t * c); V has orthonormal columns, so
+    # ||y - z^t||^2 = ||y - p||^2 - 2 <g_t c, c> + ||g_t c||^2.
+    res = (r**2).sum(-1)[..., None] - (g[:, None] * (2.0 - g[:, None]) * (c**2)[:, :, None]).sum(-1)
+    b_z = (probe * p).sum(-1)[..., None] + (g[:, None] * (c * base.coef(probe))[:, :, None]).sum(-1)
+    b_z_eps = (probe * p_eps).sum(-1)[..., None] + (
+        g_eps[:, None] * (c_eps * eps_base.coef(probe))[:, :, None]
+    ).sum(-1)
+    div = (b_z_eps - b_z) / eps
+    return res - d * sigma**2 + 2.0 * sigma**2 * div  # (B, C, T)
+
+
+def twice_batch(
+    stack: torch.Tensor, columns: torch.Tensor, t: Sequence[int], cfg: Any
+) -> torch.Tensor:
+    """Guided twicing of a batch of tiles ``stack`` (B, 2 C, *spatial): ``y`` and ``p``.
+
+    Returns ``z^t = p + V g_t V^T (y - p)`` (B, C, *spatial) with ``t[c]``
+    iterations for channel ``c``; ``columns`` (B, m).
+    """
+    b = stack.shape[0]
+    nch = stack.shape[1] // 2
+    spatial = tuple(stack.shape[2:])
+    y, p = _groups(stack, 2)
+    base = nystrom_bases(stack[:, nch:], columns, cfg, precise=False)
+    g = _twicing.gains(base.values, np.asarray(t))  # (B, C, m)
+    z = p + base.synth(g * base.coef(y - p))
     return z.reshape(b, nch, *spatial).to(stack.dtype)
 
 
@@ -285,37 +288,49 @@ def _run_batch(
     y: torch.Tensor,
     pieces: list[tuple[slice, ...]],
     columns: list[torch.Tensor | None],
-    sigma: float,
+    t: Sequence[int],
     cfg: Any,
-    eps: float,
 ) -> list[torch.Tensor]:
-    """One task: filter tiles of one shape, batched by column count (usually all alike).
+    """One task: twice tiles of one shape, batched by column count (usually all alike).
 
-    The tiles are cut from the whole ``y`` here, so that only the running
-    tasks' tiles are ever copied.
+    The tiles are cut from the whole ``(2 C, *spatial)`` stack ``y`` here, so
+    that only the running tasks' tiles are ever copied.
     """
-    tiles = [y[(slice(None), *t)] for t in pieces]
+    tiles = [y[(slice(None), *tile)] for tile in pieces]
     out: list[torch.Tensor | None] = [None] * len(tiles)
-    nch = tiles[0].shape[0] // _GROUPS
+    nch = tiles[0].shape[0] // 2
     counts = [0 if c is None else c.numel() for c in columns]
     with torch.no_grad():
         for m in dict.fromkeys(counts):
             idx = [i for i, c in enumerate(counts) if c == m]
             stack = torch.stack([tiles[i] for i in idx])
             if m == 0:  # the pilot is zero (centred constant): keep it
-                z = stack[:, nch : 2 * nch].clone()
+                z = stack[:, nch:].clone()
             else:
                 cols = torch.stack([columns[i] for i in idx]).to(stack.device)
-                z = guided_batch(stack, cols, sigma, cfg, eps)
+                z = twice_batch(stack, cols, t, cfg)
             for i, zi in zip(idx, z, strict=True):
                 out[i] = zi
     return out
 
 
-def _batch_size(d: int, m: int, nch: int, auto: bool) -> int:
+def _sure_task(stacks: list[torch.Tensor], columns: list[torch.Tensor], sigma, cfg, eps):
+    """SURE curves (B, C, T) of sample tiles, batched by shape and column count."""
+    keys = [(tuple(s.shape), c.numel()) for s, c in zip(stacks, columns, strict=True)]
+    curves = []
+    with torch.no_grad():
+        for key in dict.fromkeys(keys):
+            idx = [i for i, k in enumerate(keys) if k == key]
+            stack = torch.stack([stacks[i] for i in idx])
+            cols = torch.stack([columns[i] for i in idx]).to(stack.device)
+            curves.append(sure_batch(stack, cols, sigma, cfg, eps))
+    return curves
+
+
+def _batch_size(d: int, m: int, nch: int, sure: bool) -> int:
     """Tiles per task within :data:`BATCH_TILES` and :data:`BATCH_BYTES`."""
-    n_t = len(_twicing.t_grid()) + 1 if auto else 1
-    per_tile = 8 * (2 if auto else 1) * (d * m + 2 * m * m + nch * n_t * m * 3)
+    n_t = len(_guided_sure.candidates()) if sure else 1
+    per_tile = 8 * (2 if sure else 1) * (d * m + 2 * m * m + nch * n_t * m * 3)
     return int(max(1, min(BATCH_TILES, BATCH_BYTES // max(per_tile, 1))))
 
 
@@ -332,11 +347,16 @@ def plan(
 def batches(
     spatial: Sequence[int], tiles: Sequence[int] | None, cfg: Any, channels: int
 ) -> list[list[int]]:
-    """Tile indices of each task of :func:`iter_guided` (known before the pilots run)."""
+    """Tile indices of each twicing task of :func:`iter_guided`."""
     pieces = plan(spatial, tiles, guided_margin(cfg.patch_size))
     d = math.prod(sl.stop - sl.start for sl in pieces[0])
-    size = _batch_size(d, cfg.columns(d), channels, cfg.n_iter == "auto")
+    size = _batch_size(d, cfg.columns(d), channels, False)
     return [list(range(i, min(i + size, len(pieces)))) for i in range(0, len(pieces), size)]
+
+
+def n_steps(spatial: Sequence[int], tiles: Sequence[int] | None, cfg: Any, channels: int) -> int:
+    """Progress steps of :func:`iter_guided`: the SURE step (``n_iter='auto'``) and the tasks."""
+    return int(cfg.n_iter == "auto") + len(batches(spatial, tiles, cfg, channels))
 
 
 def _draw_all(pilot: torch.Tensor, pieces, cfg: Any, rng: torch.Generator):
@@ -345,48 +365,92 @@ def _draw_all(pilot: torch.Tensor, pieces, cfg: Any, rng: torch.Generator):
         return [draw_columns(pilot[(slice(None), *t)], cfg, rng) for t in pieces]
 
 
+def _sample_stacks(
+    y: torch.Tensor,
+    pieces: list[tuple[slice, ...]],
+    sample: _guided_sure.SureSample,
+    perturbed: Sequence[np.ndarray],
+) -> list[torch.Tensor]:
+    """The ``(5 C, *tile)`` input of :func:`sure_batch` for each sample tile."""
+    nch = y.shape[0] // 2
+    nd = y.dim() - 1
+    out = []
+    for k, i in enumerate(sample.tiles):
+        inner = sample.inner(k, pieces[i])
+
+        def tensor(a: np.ndarray, inner=inner) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a[inner])).permute(nd, *range(nd)).to(y)
+
+        part = y[(slice(None), *pieces[i])]
+        probe = tensor(sample.probes[k])
+        y_t, p_t = part[:nch], part[nch:]
+        out.append(torch.cat([y_t, p_t, y_t + sample.eps * probe, tensor(perturbed[k]), probe]))
+    return out
+
+
 def iter_guided(
     y: torch.Tensor,
     sigma: float,
     cfg: Any,
     rng: torch.Generator,
     *,
-    eps: float,
     tiles: Sequence[int] | None = None,
+    sample: _guided_sure.SureSample | None = None,
+    perturbed: Sequence[np.ndarray] = (),
 ) -> Generator[tuple[int, int], None, torch.Tensor]:
-    """The guided NTK stage of a ``(5 C, *spatial)`` stack (:func:`guided_stack`).
+    """The guided NTK stage of a ``(2 C, *spatial)`` stack: ``y`` and its pilot ``p``.
 
     Tiles of ``tiles`` (``None``: one piece) overlapping by
     ``2 * guided_margin(patch_size)``, cross-faded as in
-    :func:`napari_ntd._tiling.iter_tiled`. Yields ``(done, total)`` per task
-    (``total = len(batches(...))``); closing the generator cancels the tasks
-    not yet started. Returns ``(C, *spatial)``.
+    :func:`napari_ntd._tiling.iter_tiled`. ``t`` is ``cfg.n_iter``, or for
+    ``'auto'`` the SURE choice (:mod:`napari_ntd._guided_sure`) from
+    ``sample`` and the pilots of its ``perturbed`` crops ``(*crop, C)``.
+    Yields ``(done, total)`` per step (:func:`n_steps`); closing the generator
+    cancels the tasks not yet started. Returns ``(C, *spatial)``.
     """
 
     spatial = tuple(y.shape[1:])
-    nch = y.shape[0] // _GROUPS
+    nch = y.shape[0] // 2
     margin = guided_margin(cfg.patch_size)
     pieces = plan(spatial, tiles, margin)
     tasks = batches(spatial, tiles, cfg, nch)
+    total = n_steps(spatial, tiles, cfg, nch)
     # columns in tile order: the random sequence does not depend on the batching
     # (drawn on a worker: the per-tile convolutions stay off torch's OpenMP team)
-    columns = _parallel.run(_draw_all, y[nch : 2 * nch], pieces, cfg, rng)
-    jobs = [
-        (
-            y,
-            [pieces[i] for i in task],
-            [columns[i] for i in task],
-            sigma,
-            cfg,
-            eps,
-        )
-        for task in tasks
-    ]
+    columns = _parallel.run(_draw_all, y[nch:], pieces, cfg, rng)
+    if cfg.n_iter == "auto":
+        if sample is None:
+            raise ValueError("n_iter='auto' needs a SURE sample")
+        keep = [k for k, i in enumerate(sample.tiles) if columns[i] is not None]
+        stacks = _sample_stacks(y, pieces, sample, perturbed)
+        cols = [columns[sample.tiles[k]] for k in keep]
+        d = math.prod(stacks[0].shape[1:])
+        size = _batch_size(d, cfg.columns(d), nch, True)
+        jobs = [
+            ([stacks[k] for k in keep[j : j + size]], cols[j : j + size], sigma, cfg, sample.eps)
+            for j in range(0, len(keep), size)
+        ]
+        futures = _parallel.submit_all(_sure_task, jobs)
+        try:
+            curves = [c for f in futures for c in f.result()]
+        finally:
+            for f in futures:
+                f.cancel()
+        t = _guided_sure.choose(curves) if curves else np.zeros(nch, dtype=np.int64)
+        yield (1, total)
+    else:
+        t = np.full(nch, int(cfg.n_iter))
+    done = total - len(tasks)
+    if not t.any():  # the pilot: no twicing to run
+        for k in range(len(tasks)):
+            yield (done + k + 1, total)
+        return y[nch:].clone()
+    jobs = [(y, [pieces[i] for i in task], [columns[i] for i in task], t, cfg) for task in tasks]
     futures = _parallel.submit_all(_run_batch, jobs)
     try:
         if len(pieces) == 1:
             (z,) = futures[0].result()
-            yield (1, 1)
+            yield (total, total)
             return z
         acc = y.new_zeros((nch, *spatial))
         wsum = torch.zeros(spatial, dtype=y.dtype, device=y.device)
@@ -397,22 +461,8 @@ def iter_guided(
                 w = w.to(device=y.device, dtype=y.dtype)
                 acc[(slice(None), *tile)] += zi * w
                 wsum[tile] += w
-            yield (k + 1, len(tasks))
+            yield (done + k + 1, total)
     finally:
         for future in futures:
             future.cancel()
     return acc / wsum
-
-
-def iter_guided_plane(
-    stack: torch.Tensor,
-    sigma: float,
-    cfg: Any,
-    rng: torch.Generator,
-    *,
-    eps: float,
-) -> Generator[tuple[int, int], None, torch.Tensor]:
-    """Guided twicing of one (tile of a) plane or volume in one piece; ``stack`` as in
-    :func:`guided_stack`, channels first. Returns ``(C, *spatial)``.
-    """
-    return (yield from iter_guided(stack, sigma, cfg, rng, eps=eps, tiles=None))

@@ -418,7 +418,9 @@ def uses_nlb(img: np.ndarray) -> bool:
     return img.ndim == 3 and min(img.shape[:2]) >= 7 and _nlbayes.available()
 
 
-def iter_pilots(images: list[np.ndarray], sigma: float) -> Generator[None, None, list[np.ndarray]]:
+def iter_pilots(
+    images: list[np.ndarray], sigma: float, *, like: np.ndarray | None = None
+) -> Generator[None, None, list[np.ndarray]]:
     """:func:`pilot` of several images, their passes run in parallel; a step generator.
 
     Round 1: the non-local-means and DCT-hard-thresholding passes and the
@@ -428,6 +430,9 @@ def iter_pilots(images: list[np.ndarray], sigma: float) -> Generator[None, None,
     non-local Bayes step, guided by the mean of the first step and the DCT
     Wiener estimate. Yields ``None`` after each round (:data:`PILOT_STEPS`)
     and returns the pilots.
+
+    ``like``: the image whose noise level sets every image's non-local Bayes
+    parameters (crops of it must be filtered as it is); default each its own.
     """
     from .._util._parallel import submit_all
     from . import _nlbayes
@@ -438,7 +443,10 @@ def iter_pilots(images: list[np.ndarray], sigma: float) -> Generator[None, None,
         return [img.copy() for img in images]
     nlb = [uses_nlb(img) for img in images]
     noisy = [_nlb_groups(img) if use else [] for img, use in zip(images, nlb, strict=True)]
-    params = [nlb_params_of(img, sigma) if nlb[i] else None for i, img in enumerate(images)]
+    shared = nlb_params_of(like, sigma) if like is not None and any(nlb) else None
+    params = [
+        (shared or nlb_params_of(img, sigma)) if nlb[i] else None for i, img in enumerate(images)
+    ]
 
     def nlb_jobs(step: int) -> list[tuple[int, int, tuple[int, int]]]:
         return [
@@ -487,11 +495,13 @@ def iter_pilots(images: list[np.ndarray], sigma: float) -> Generator[None, None,
 PILOT_STEPS = 3
 
 
-def pilots(images: list[np.ndarray], sigma: float) -> list[np.ndarray]:
-    """:func:`pilot` of several images of one shape, their passes run in parallel."""
+def pilots(
+    images: list[np.ndarray], sigma: float, *, like: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """:func:`pilot` of several images, their passes run in parallel (:func:`iter_pilots`)."""
     from .._util._progress import run_to_end
 
-    return run_to_end(iter_pilots(images, sigma))
+    return run_to_end(iter_pilots(images, sigma, like=like))
 
 
 def pilot(img: np.ndarray, sigma: float) -> np.ndarray:
