@@ -257,7 +257,7 @@ def test_guided_sure_curve_equals_brute_force_mc_sure():
     assert np.abs(z[best] - z[0]).max() > 1e-3
 
 
-def test_guided_sampled_sure_against_explicit_crops():
+def test_guided_sampled_sure_against_explicit_crops(monkeypatch):
     """The default's t: the argmin of the summed explicit SURE of its sample tiles.
 
     Reference, from scratch: the sample tiles and probes of ``plan_sample``
@@ -306,7 +306,18 @@ def test_guided_sampled_sure_against_explicit_crops():
     t = int(ts[int(np.argmin(total))])
     assert t > 0  # camera at sigma 40: the NTK stage is used
     kw = {"sigma": sigma, "seed": 0, "tile_shape": 32}
+    from napari_ntd._ntk import _pilot
+
+    real, likes = _pilot.iter_pilots, []
+
+    def spy(images, sigma, *, like=None):
+        likes.append(like)
+        return (yield from real(images, sigma, like=like))
+
+    monkeypatch.setattr(_pilot, "iter_pilots", spy)
     out = denoise_ntd(noisy, **kw)
+    # the crops are filtered with the whole image's parameters (as the reference)
+    assert likes[0] is not None and likes[0].shape == y.shape
     np.testing.assert_allclose(out, denoise_ntd(noisy, n_iter=t, **kw), atol=1e-6)
     # other t give other outputs, so the match is not by chance
     assert np.abs(out - denoise_ntd(noisy, n_iter=2 * t, **kw)).max() > 1e-3

@@ -247,3 +247,33 @@ def test_window_wiener_block_size_matches_reference():
     hard = _reference_window(y, 0.1, n=4)
     ref = _reference_window(y, 0.1, (hard + nl[..., 0]) / 2, n=4)
     np.testing.assert_allclose(out[..., 0], ref, atol=1e-10)
+
+
+def test_pilots_like_gives_crops_the_images_parameters(monkeypatch):
+    """A crop filtered ``like`` its image uses the image's non-local Bayes parameters.
+
+    The guided method's SURE reruns the pilot on perturbed crops; their noise
+    level on a 0-255 scale (from their own range) may pick other group sizes.
+    """
+    from napari_ntd._ntk import _nlbayes
+
+    rng = np.random.default_rng(0)
+    img = np.zeros((96, 96, 1), np.float32)
+    img[:, 48:, 0] = np.linspace(0, 1, 48)  # the range comes from the right half
+    img += 0.04 * rng.standard_normal(img.shape).astype(np.float32)
+    crop = img[10:50, 0:40]  # flat: its own range is the noise's
+    own, like = _pilot.nlb_params_of(crop, 0.04), _pilot.nlb_params_of(img, 0.04)
+    assert own != like  # the crop alone would take other parameters
+    seen = []
+    real = _nlbayes.nlb_band
+
+    def spy(noisy, guide, sigma, params, rows):
+        seen.append(params)
+        return real(noisy, guide, sigma, params, rows)
+
+    monkeypatch.setattr(_nlbayes, "nlb_band", spy)
+    _pilot.pilots([crop], 0.04, like=img)
+    assert seen and set(seen) == set(like)
+    seen.clear()
+    _pilot.pilots([crop], 0.04)
+    assert set(seen) == set(own)
