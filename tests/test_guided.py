@@ -279,7 +279,7 @@ def test_guided_sampled_sure_against_explicit_crops(monkeypatch):
     eps = _guided_sure.SURE_EPS * sigma
     sure_rng = torch.Generator().manual_seed(_guided_sure.stream_seed(0))
     sample = _guided_sure.plan_sample(pieces, y.shape[:-1], 1, eps, sure_rng, np.float32)
-    assert len(pieces) == 16 and len(sample.tiles) == 8  # 32^2 tiles, half of them
+    assert len(pieces) == 16 and len(sample.tiles) == 2
     p = make_pilot(y, sigma)
     crops = [y[c] + eps * b for c, b in zip(sample.crops, sample.probes, strict=True)]
     p_eps = make_pilots(crops, sigma, like=y)
@@ -387,14 +387,17 @@ def test_sure_sample_plan():
     """Sample tiles spread over the image, crops = tile + halo within it, probes N(0, 1)."""
     from napari_ntd._ntk import _guided, _guided_sure
 
-    assert [_guided_sure.n_sample(n) for n in (1, 5, 8, 100, 400)] == [1, 5, 8, 8, 25]
+    tile = (64 + 2 * _guided_sure.SURE_HALO) ** 2
+    assert [_guided_sure.n_sample(n, 512**2, tile) for n in (1, 5, 100)] == [1, 5, 8]
+    assert [_guided_sure.n_sample(n, s**2, tile) for n, s in ((25, 256), (400, 1024))] == [2, 32]
     spatial = (512, 300)
     pieces = _guided.plan(spatial, (64, 64), _guided.guided_margin(11))
     rng = torch.Generator().manual_seed(0)
     sample = _guided_sure.plan_sample(pieces, spatial, 3, 0.1, rng, np.float32)
-    assert len(sample.tiles) == 8 == len(set(sample.tiles))
+    k = len(sample.tiles)
+    assert k == int(0.2 * 512 * 300 / 80**2) == 4 == len(set(sample.tiles))
     gaps = np.diff(sample.tiles)
-    assert gaps.min() >= len(pieces) // 8 - 1 and gaps.max() <= len(pieces) // 8 + 1  # spread
+    assert gaps.min() >= len(pieces) // k - 1 and gaps.max() <= len(pieces) // k + 1  # spread
     halo = _guided_sure.SURE_HALO
     for k, i in enumerate(sample.tiles):
         tile, crop = pieces[i], sample.crops[k]

@@ -327,10 +327,9 @@ def _sure_task(stacks: list[torch.Tensor], columns: list[torch.Tensor], sigma, c
     return curves
 
 
-def _batch_size(d: int, m: int, nch: int, sure: bool) -> int:
-    """Tiles per task within :data:`BATCH_TILES` and :data:`BATCH_BYTES`."""
-    n_t = len(_guided_sure.candidates()) if sure else 1
-    per_tile = 8 * (2 if sure else 1) * (d * m + 2 * m * m + nch * n_t * m * 3)
+def _batch_size(d: int, m: int, nch: int) -> int:
+    """Twicing tiles per task within :data:`BATCH_TILES` and :data:`BATCH_BYTES`."""
+    per_tile = 8 * (d * m + 2 * m * m + nch * m * 3)
     return int(max(1, min(BATCH_TILES, BATCH_BYTES // max(per_tile, 1))))
 
 
@@ -350,7 +349,7 @@ def batches(
     """Tile indices of each twicing task of :func:`iter_guided`."""
     pieces = plan(spatial, tiles, guided_margin(cfg.patch_size))
     d = math.prod(sl.stop - sl.start for sl in pieces[0])
-    size = _batch_size(d, cfg.columns(d), channels, False)
+    size = _batch_size(d, cfg.columns(d), channels)
     return [list(range(i, min(i + size, len(pieces)))) for i in range(0, len(pieces), size)]
 
 
@@ -424,12 +423,9 @@ def iter_guided(
         keep = [k for k, i in enumerate(sample.tiles) if columns[i] is not None]
         stacks = _sample_stacks(y, pieces, sample, perturbed)
         cols = [columns[sample.tiles[k]] for k in keep]
-        d = math.prod(stacks[0].shape[1:])
-        size = _batch_size(d, cfg.columns(d), nch, True)
-        jobs = [
-            ([stacks[k] for k in keep[j : j + size]], cols[j : j + size], sigma, cfg, sample.eps)
-            for j in range(0, len(keep), size)
-        ]
+        # one tile per task: a few tasks, balanced over the workers even when
+        # another process takes a core
+        jobs = [([stacks[k]], [cols[j]], sigma, cfg, sample.eps) for j, k in enumerate(keep)]
         futures = _parallel.submit_all(_sure_task, jobs)
         try:
             curves = [c for f in futures for c in f.result()]

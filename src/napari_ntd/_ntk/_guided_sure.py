@@ -72,9 +72,12 @@ SURE_EPS = 0.3
 #: Margin (pixels) of the crop around a sample tile whose pilot is perturbed.
 SURE_HALO = 8
 
-#: Fewest sample tiles; images of more than ``16 * SURE_TILES`` tiles sample
-#: one in 16.
-SURE_TILES = 8
+#: Share of the image the perturbed crops may cover (their pilot's cost
+#: over the pilot's): 8 tiles of a 512^2 image, 2 of a 256^2 one.
+SURE_AREA = 0.2
+
+#: Fewest sample tiles (all of them when the image has fewer).
+SURE_TILES = 2
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,11 @@ def stream_seed(seed: int) -> int:
     return int(np.random.SeedSequence((int(seed), 1)).generate_state(1, np.uint64)[0] >> 1)
 
 
-def n_sample(n_tiles: int) -> int:
-    """Sample tiles of an image of ``n_tiles`` tiles (all of them when few)."""
-    return min(n_tiles, max(SURE_TILES, math.ceil(n_tiles / 16)))
+def n_sample(n_tiles: int, pixels: int, tile_pixels: int) -> int:
+    """Sample tiles of an image of ``n_tiles`` tiles and ``pixels`` pixels: their
+    crops of ``tile_pixels`` cover about :data:`SURE_AREA` of it."""
+    k = int(SURE_AREA * pixels / max(tile_pixels, 1))
+    return min(n_tiles, max(SURE_TILES, k))
 
 
 def plan_sample(
@@ -125,7 +130,11 @@ def plan_sample(
 ) -> SureSample:
     """Sample tiles spread evenly over the tile order (random offset), their crops and probes."""
     n = len(pieces)
-    k = n_sample(n)
+    crop = math.prod(
+        min(t.stop - t.start + 2 * SURE_HALO, size)
+        for t, size in zip(pieces[0], spatial, strict=True)
+    )
+    k = n_sample(n, math.prod(spatial), crop)
     offset = float(torch.rand((), generator=rng, dtype=torch.float64))
     tiles = sorted({int((j + offset) * n / k) % n for j in range(k)})
     crops, probes = [], []
