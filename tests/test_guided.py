@@ -45,11 +45,12 @@ def test_guided_not_worse_than_its_pilot_and_sure_near_oracle():
         for t in (1, 10, 100, 1000, 10_000, 100_000)
     }
     best = max(pilot, *fixed.values())
-    # measured: 29.586 against the best fixed t's 29.587 (pilot 29.527)
+    # measured: 29.566 against the best fixed t's 29.571 (pilot 29.522)
     assert auto >= best - 0.1, (auto, pilot, fixed)
     assert auto >= pilot
     # the candidates differ by more than the tolerance, so choosing t matters
-    assert max(fixed.values()) - min(fixed.values()) > 0.4
+    # (measured: 0.36 dB between t = 100 and t = 1e5)
+    assert max(fixed.values()) - min(fixed.values()) > 0.3
 
 
 def _stack(y: np.ndarray, sigma: float) -> torch.Tensor:
@@ -274,7 +275,7 @@ def test_guided_sampled_sure_against_explicit_crops(monkeypatch):
     sigma = 40 / 255
     noisy = clean + sigma * np.random.default_rng(1).standard_normal(clean.shape)
     y = (noisy - robust_center(noisy)).astype(np.float32)[..., None]
-    cfg = NTDConfig()
+    cfg = NTDConfig(n_columns=_guided.GUIDED_COLUMNS)
     pieces = _guided.plan(y.shape[:-1], (32, 32), _guided.guided_margin(11))
     eps = _guided_sure.SURE_EPS * sigma
     sure_rng = torch.Generator().manual_seed(_guided_sure.stream_seed(0))

@@ -22,6 +22,7 @@ import torch
 from ._engine import _dask, _stacks, _tiling, _vst
 from ._engine._image import iter_image
 from ._engine._timelapse import DEFAULT_WINDOW, iter_timelapse, timelapse_order
+from ._ntk._guided import GUIDED_COLUMNS
 from ._util._checks import check_layout, resolve_device
 from ._util._config import METHODS, NTDConfig, is_int
 from ._util._progress import make_reporter, nested_progress, run_to_end
@@ -257,6 +258,8 @@ def _plan(
                 f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to "
                 f"method={method!r} (used by {', '.join(map(repr, users))})"
             )
+    if method == "guided" and isinstance(n_columns, _Default):
+        n_columns = GUIDED_COLUMNS
     if patch_size is None:
         patch_size = default_patch_size(method, spatial_dims)
     if n_iter is None:
@@ -700,7 +703,8 @@ def denoise_ntd(
         Default 11; ``GUIDED_PATCH_3D`` (5) for the guided method on volumes.
     n_columns : float or int
         Nystrom columns (``'guided'``, ``'nystrom'``): a fraction of the
-        pixels (default 2 %, kept within [64, 6000]) or an exact count.
+        pixels (kept within [64, 6000]) or an exact count; default 2 %
+        (``'nystrom'``), 1/64 of each tile (``'guided'``: 64 in a 64^2 tile).
     rank : int or None
         Leading eigenimages kept after the Nystrom extension (``'guided'``,
         ``'nystrom'``; default 256); ``None`` keeps all numerically non-zero

@@ -61,6 +61,7 @@ from ._nystrom import _eig_tolerance, patches_at
 __all__ = [
     "GUIDED_TILE",
     "GUIDED_TILE_3D",
+    "GUIDED_COLUMNS",
     "guided_margin",
     "draw_columns",
     "nystrom_bases",
@@ -76,6 +77,12 @@ GUIDED_TILE = 64
 
 #: Default tile side of ``method="guided"`` for volumes (voxels).
 GUIDED_TILE_3D = 16
+
+#: Default Nystrom columns of ``method="guided"`` (``n_columns``): 1/64 of a
+#: tile's pixels, i.e. 64 in a 64^2 tile rather than 2 % (82). Measured on the
+#: 10 benchmark crops: -0.002 / -0.004 / -0.004 dB at sigma 15 / 25 / 50, the
+#: NTK stage 20 % faster (30 -> 26 % of the default's time at 512^2).
+GUIDED_COLUMNS = 1 / 64
 
 #: Most tiles in one task of the compute pool (progress and load balance).
 BATCH_TILES = 4

@@ -334,7 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--patch-size", type=int, default=None, help="patch side (11; 5 for guided volumes)"
     )
     den.add_argument(
-        "--n-columns", type=columns, default=None, help="fraction or count (default 0.02)"
+        "--n-columns",
+        type=columns,
+        default=None,
+        help="fraction or count (default: 1/64 for guided, 0.02 for nystrom)",
     )
     den.add_argument("--channel-axis", type=int, default=None, help="axis of the channels")
     den.add_argument(
