@@ -321,17 +321,10 @@ def _run_batch(
     return out
 
 
-def _sure_task(stacks: list[torch.Tensor], columns: list[torch.Tensor], sigma, cfg, eps):
-    """SURE curves (B, C, T) of sample tiles, batched by shape and column count."""
-    keys = [(tuple(s.shape), c.numel()) for s, c in zip(stacks, columns, strict=True)]
-    curves = []
+def _sure_task(stack: torch.Tensor, columns: torch.Tensor, sigma: float, cfg: Any, eps: float):
+    """One task: the SURE curves (1, C, T) of one sample tile (:func:`sure_batch`)."""
     with torch.no_grad():
-        for key in dict.fromkeys(keys):
-            idx = [i for i, k in enumerate(keys) if k == key]
-            stack = torch.stack([stacks[i] for i in idx])
-            cols = torch.stack([columns[i] for i in idx]).to(stack.device)
-            curves.append(sure_batch(stack, cols, sigma, cfg, eps))
-    return curves
+        return sure_batch(stack[None], columns[None].to(stack.device), sigma, cfg, eps)
 
 
 def _batch_size(d: int, m: int, nch: int) -> int:
@@ -427,15 +420,17 @@ def iter_guided(
     if cfg.n_iter == "auto":
         if sample is None:
             raise ValueError("n_iter='auto' needs a SURE sample")
-        keep = [k for k, i in enumerate(sample.tiles) if columns[i] is not None]
         stacks = _sample_stacks(y, pieces, sample, perturbed)
-        cols = [columns[sample.tiles[k]] for k in keep]
         # one tile per task: a few tasks, balanced over the workers even when
-        # another process takes a core
-        jobs = [([stacks[k]], [cols[j]], sigma, cfg, sample.eps) for j, k in enumerate(keep)]
+        # another process takes a core; a constant tile (no columns) has no say
+        jobs = [
+            (stack, columns[i], sigma, cfg, sample.eps)
+            for stack, i in zip(stacks, sample.tiles, strict=True)
+            if columns[i] is not None
+        ]
         futures = _parallel.submit_all(_sure_task, jobs)
         try:
-            curves = [c for f in futures for c in f.result()]
+            curves = [f.result() for f in futures]
         finally:
             for f in futures:
                 f.cancel()

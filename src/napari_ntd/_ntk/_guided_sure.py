@@ -7,29 +7,37 @@ pilot of the perturbed image: the pilot is the costly part of the method, and
 a second one over the whole image made the NTK stage ~60 % of the default's
 time (issue 13).
 
-Here the perturbed pilot is computed only on a few sample tiles (``SURE_TILES``
-spread over the image, each in a crop with a ``SURE_HALO`` margin), with the
-probe ``b`` only there; one ``t`` per channel minimises the sum of the sample
-tiles' SURE curves and serves every tile. Why that is enough (measured on the
-benchmark images, gains over the pilot in dB at sigma 15 / 25 / 50):
+Here the perturbed pilot is computed only on a few sample tiles, spread over
+the image, each in a crop with a ``SURE_HALO`` margin (the crops cover about
+``SURE_AREA`` of the image: 8 tiles of a 512^2 image, 2 of a 256^2 one), with
+the probe ``b`` only there. One ``t`` per channel minimises the sum of the
+sample tiles' SURE curves and serves every tile. The unperturbed output of a
+sample tile is the whole-image pilot's, so the divergence is that of the map
+the user gets, up to the crop's edge effects. Measured (gains over the pilot
+in dB at sigma 15 / 25 / 50, ``benchmarks/bench_ntk_bound.py`` on 7 gray
+256^2 crops and ``bench_denoise.py --set all`` on 10 images):
 
-* the best single ``t`` for a whole image (clean-image oracle) is within
-  ~0.01 dB of the per-tile SURE choice on average on the 256^2 crops, and
-  0.01-0.02 dB below it on the full images (where per-tile choices differ
-  more);
-* SURE on 8 sample tiles found a ``t`` as good as SURE on all tiles: full
-  images +0.049 / +0.131 / +0.270 against +0.050 / +0.125 / +0.271, crops
-  +0.041 / +0.107 / +0.257 against +0.043 / +0.109 / +0.262; worst image
-  -0.007 dB. Four tiles fell to -0.056 dB on one image;
-* the perturbed crops share the unperturbed pilot's non-local Bayes
-  parameters; the unperturbed output is the whole-image pilot's, so the
-  crop's edge effects enter the divergence: without a halo four tiles lost
-  up to 0.35 dB at sigma 50, with 8 pixels none (16 pixels: the same);
-* a single ``t`` is also safer than per-tile choices: on the crops the
-  per-tile SURE lost up to 0.08 dB on smooth images, the sampled one 0.
-
-The unperturbed output of a sample tile is the whole-image pilot's, so the
-divergence is that of the map the user gets, up to the crop's edge effects.
+* on the gray crops this default adds +0.039 / +0.097 / +0.253, per-tile
+  SURE from a whole perturbed pilot +0.029 / +0.101 / +0.257, one ``t`` from
+  all tiles' SURE +0.047 / +0.108 / +0.257; the best single ``t`` (clean
+  image) +0.046 / +0.107 / +0.261 and the best ``t`` per tile +0.072 /
+  +0.165 / +0.320;
+* on the 10 images (colour included) the stage adds +0.04 / +0.09 / +0.22
+  on the crops and +0.06 / +0.13 / +0.25 at full size, against +0.05 / +0.11
+  / +0.26 and +0.08 / +0.17 / +0.29 per tile: a single ``t`` loses where
+  only part of the image gains (the clock's face, rocket), and no longer loses
+  on flat images (horse: 0 instead of -0.05). The stage now takes ~26 % of
+  the default's time instead of ~60 %;
+* the halo: the crop's edge effects enter the divergence; without a halo
+  four sample tiles lost up to 0.35 dB at sigma 50, with 8 pixels none (16:
+  the same). Sample sizes: 2 / 4 / 8 tiles of the crops gave +0.035 / +0.041
+  / +0.041 at sigma 15, the same within 0.01 at 25 and 50; 4 tiles of the
+  full images lost 0.056 dB on one image, 8 at most 0.007;
+* per-tile choices from the sample's divergence did not transfer: scaling
+  each tile's textbook divergence ``sum(g_t)`` by the sample's ratio, or
+  charging each tile the sample's divergence per pixel, lost 0.1-0.6 dB on
+  average and up to 5 dB on the smooth clock: the divergence is the tile's
+  own (how much of the noise the pilot kept there).
 """
 
 from __future__ import annotations
