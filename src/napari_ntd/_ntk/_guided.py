@@ -29,7 +29,7 @@ patches (:mod:`napari_ntd._kernel3d`) and ``GUIDED_TILE_3D`` tiles.
 Channel groups: the tiled core receives one ``(2 C, *spatial)`` tensor
 holding ``y`` and ``p`` (``C`` channels each), so that tiling cuts both alike.
 
-Speed (issue 13): a tile is small (``d = 4096`` pixels, ``m = 82`` columns),
+Speed (issue 13): a tile is small (``d = 4096`` pixels, ``m = 64`` columns),
 so the work is hundreds of small kernel blocks and eigendecompositions. The
 tiles' columns are drawn in tile order (so a seed fixes the result), then
 batches of tiles run as tasks on the compute pool (:mod:`napari_ntd._parallel`:
@@ -37,7 +37,9 @@ one single-threaded torch worker per core, nothing spin-waits on a busy
 machine), each batch with batched ``eigh``/``bmm``. The Nystrom eigenbasis is
 never formed: with the kernel rows ``K`` (``d x m``) and a small ``m x m``
 matrix ``Q``, ``V = K Q``, so the orthonormalisation needs ``K^T K`` only
-(one ``d m^2`` product instead of three).
+(one ``d m^2`` product instead of three). The kernel rows are one
+convolution of the tile with the column patches (2D), and at a given ``t``
+the rows and ``K^T K`` stay in float32 (SURE's bases use float64).
 """
 
 from __future__ import annotations
