@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-iter",
         type=iterations,
         default=None,
-        help="int or auto (MC-SURE); default 200 for guided 2D, 0 with --time-axis, auto otherwise",
+        help="int or auto (MC-SURE); default auto, 0 with --time-axis (the pilot alone)",
     )
     den.add_argument(
         "--patch-size", type=int, default=None, help="patch side (11; 5 for guided volumes)"
