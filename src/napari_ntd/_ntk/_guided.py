@@ -89,7 +89,8 @@ GUIDED_COLUMNS = 1 / 64
 #: Most tiles in one task of the compute pool (progress and load balance).
 BATCH_TILES = 4
 
-#: Bytes of float64 kernel rows and SURE terms one task may hold.
+#: Bytes of kernel rows and coefficients one twicing task may hold (counted as
+#: float64; the rows are float32 at a fixed t, so this is an upper bound).
 BATCH_BYTES = 64 * 2**20
 
 
